@@ -1,0 +1,157 @@
+"""Variational autoencoders: the VAE and the beta-VAE (with capacity schedule and KL warm-up).
+
+q(z|x) = N(mu, diag(exp(logvar))), z = mu + sigma * eps, prior N(0, I), analytic KL; Bernoulli
+decoder (BCE on logits) or Gaussian decoder with fixed sigma (-log N(x; f(z), sigma^2 I) with its
+constant); K Monte-Carlo samples per example. Convention: sums per example, mean over the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import zoo
+from zoo.distributions import DiagonalGaussian
+from zoo.errors import ConfigError
+from zoo.losses import reconstruction_nll
+from zoo.model import ZooModel, condition_vector
+from zoo.nets import Decoder, Encoder
+from zoo.variant import Batch, LossOutput, Variant, split_batch
+
+
+@dataclass
+class VAEConfig:
+    """Architecture and likelihood of a VAE; ``num_classes > 0`` makes it conditional (CVAE)."""
+
+    input_shape: tuple[int, int, int] = (1, 28, 28)
+    latent_dim: int = 16
+    hidden_dims: tuple[int, ...] = (512, 256)
+    architecture: str = "mlp"
+    activation: str = "relu"
+    #: "bernoulli" (decoder outputs logits; data in [0, 1]) or "gaussian" (fixed decoder_std).
+    likelihood: str = "bernoulli"
+    #: sigma_dc of the Gaussian decoder.
+    decoder_std: float = 0.1
+    #: K, the Monte-Carlo samples of z per example in the reconstruction term.
+    mc_samples: int = 1
+    num_classes: int = 0
+
+    def __post_init__(self) -> None:
+        if self.likelihood not in ("bernoulli", "gaussian"):
+            raise ConfigError(f"VAE likelihood must be 'bernoulli' or 'gaussian', not {self.likelihood!r}")
+        if self.mc_samples < 1:
+            raise ConfigError(f"mc_samples must be >= 1, got {self.mc_samples}")
+        if self.decoder_std <= 0:
+            raise ConfigError(f"decoder_std must be positive, got {self.decoder_std}")
+
+
+class VAEModel(ZooModel):
+    """Encoder -> DiagonalGaussian posterior; decoder p(x|z[, y]). ``encode`` returns the posterior."""
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__(config)
+        self.encoder = Encoder(config.input_shape, config.hidden_dims, 2 * config.latent_dim,
+                               config.architecture, config.activation, cond_dim=config.num_classes)
+        self.decoder = Decoder(config.latent_dim, config.hidden_dims, config.input_shape,
+                               config.architecture, config.activation, cond_dim=config.num_classes)
+
+    def _cond(self, y: Tensor | int | None, n: int, like: Tensor) -> Tensor | None:
+        return condition_vector(y, self.config.num_classes, n, like.device, like.dtype)
+
+    def encode(self, x: Tensor, y: Tensor | int | None = None) -> DiagonalGaussian:
+        mean, logvar = self.encoder(x, self._cond(y, len(x), x)).chunk(2, dim=-1)
+        return DiagonalGaussian(mean, logvar)
+
+    def decode_logits(self, z: Tensor, y: Tensor | int | None = None) -> Tensor:
+        """Decoder output (logits or Gaussian mean); ``z`` may be (K, B, D) for K samples each."""
+        lead = z.shape[:-1]
+        flat = z.reshape(-1, z.shape[-1])
+        cond = self._cond(y, lead[-1], z)
+        if cond is not None and z.dim() == 3:
+            cond = cond.repeat(lead[0], 1)
+        return self.decoder(flat, cond).reshape(*lead, *self.config.input_shape)
+
+    def decode(self, z: Tensor, y: Tensor | int | None = None) -> Tensor:
+        """Mean of p(x|z): sigmoid of the logits (Bernoulli) or the Gaussian mean."""
+        out = self.decode_logits(z, y)
+        return torch.sigmoid(out) if self.config.likelihood == "bernoulli" else out
+
+    def forward(self, x: Tensor, y: Tensor | int | None = None) -> Tensor:
+        """Reconstruction: from the posterior mean in eval mode (deterministic), a sample in training."""
+        posterior = self.encode(x, y)
+        z = posterior.rsample() if self.training else posterior.mean
+        return self.decode(z, y)
+
+    def sample(self, n: int, y: Tensor | int | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """Decode ``n`` draws from the prior N(0, I) (of class ``y`` for a conditional model)."""
+        ref = next(self.parameters())
+        z = torch.randn((n, self.config.latent_dim), generator=generator, device=ref.device, dtype=ref.dtype)
+        return self.decode(z, y)
+
+
+class VAEVariant(Variant):
+    """VAE: L = E_q[-log p(x|z)] (K samples) + KL(q(z|x) || N(0, I))."""
+
+    name = "vae"
+    config_class = VAEConfig
+    description = "Variational autoencoder: Gaussian posterior, analytic KL, Bernoulli or Gaussian decoder"
+    generative = True
+
+    def build(self, config: VAEConfig) -> VAEModel:
+        return VAEModel(config)
+
+    def terms(self, model: VAEModel, x: Tensor, y: Tensor | None) -> tuple[DiagonalGaussian, Tensor, Tensor]:
+        """(posterior, reconstruction NLL per example averaged over K samples, KL per example)."""
+        cfg = model.config
+        posterior = model.encode(x, y)
+        z = posterior.rsample(cfg.mc_samples)  # (K, B, D)
+        recon = reconstruction_nll(model.decode_logits(z, y), x, cfg.likelihood, cfg.decoder_std).mean(0)
+        kl = posterior.kl_standard_normal().sum(-1)
+        return posterior, recon, kl
+
+    def kl_weight_and_target(self, config: Any, step: int) -> tuple[float, float | None]:
+        """(weight on the KL, capacity C or None); the plain VAE weighs it by 1."""
+        return 1.0, None
+
+    def loss(self, model: VAEModel, batch: Batch, *, step: int = 0) -> LossOutput:
+        x, y = split_batch(batch)
+        _, recon, kl = self.terms(model, x, y)
+        recon, kl = recon.mean(), kl.mean()
+        weight, capacity = self.kl_weight_and_target(model.config, step)
+        kl_term = weight * (kl - capacity).abs() if capacity is not None else weight * kl
+        return LossOutput(recon + kl_term, {"reconstruction": recon, "kl": kl, "neg_elbo": recon + kl})
+
+
+@dataclass
+class BetaVAEConfig(VAEConfig):
+    beta: float = 4.0
+    #: Burgess et al.: the loss is beta * |KL - C| with C growing linearly from 0 to capacity_max
+    #: nats over capacity_steps steps; capacity_max = 0 turns the schedule off.
+    capacity_max: float = 0.0
+    capacity_steps: int = 100_000
+    #: KL warm-up: the KL weight rises linearly from 0 to beta over warmup_steps (0: off).
+    warmup_steps: int = 0
+
+
+class BetaVAEVariant(VAEVariant):
+    """beta-VAE: the VAE with the KL weighted by beta (beta = 1 is exactly the VAE)."""
+
+    name = "beta-vae"
+    config_class = BetaVAEConfig
+    description = "beta-VAE: weighted KL, optional capacity schedule (Burgess et al.) and KL warm-up"
+
+    def kl_weight_and_target(self, config: BetaVAEConfig, step: int) -> tuple[float, float | None]:
+        warm = min(1.0, step / config.warmup_steps) if config.warmup_steps > 0 else 1.0
+        if config.capacity_max <= 0:
+            return config.beta * warm, None
+        capacity = config.capacity_max * min(1.0, step / max(config.capacity_steps, 1))
+        return config.beta * warm, capacity
+
+
+@zoo.hookimpl
+def zoo_register_variants(register: Any) -> None:
+    register(VAEVariant())
+    register(BetaVAEVariant())

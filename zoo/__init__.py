@@ -1,0 +1,65 @@
+"""ae-zoo: a plugin-based model zoo of autoencoders for PyTorch.
+
+    import zoo
+    zoo.list_variants()                     # ['ae', 'beta-vae', 'cae', 'cvae', ...]
+    model = zoo.create("vae", latent_dim=8)
+    zoo.train(model, "mnist", epochs=5)
+    model.save_pretrained("runs/my-vae")
+    model = zoo.load("local-dir:runs/my-vae")
+
+Public names are imported lazily, so ``import zoo`` does not pull in torchvision, timm,
+matplotlib or huggingface_hub.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from zoo.hookspecs import hookimpl
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Variant": "zoo.variant",
+    "LossOutput": "zoo.variant",
+    "CheckpointRef": "zoo.checkpoints",
+    "ZooModel": "zoo.model",
+    "DiagonalGaussian": "zoo.distributions",
+    "list_variants": "zoo.registry",
+    "get_variant": "zoo.registry",
+    "create": "zoo.registry",
+    "list_checkpoints": "zoo.registry",
+    "get_checkpoint": "zoo.registry",
+    "load": "zoo.registry",
+    "train": "zoo.training",
+    "Trainer": "zoo.training",
+    "TrainConfig": "zoo.training",
+    "register_plugin": "zoo.plugins",
+    "unregister_plugin": "zoo.plugins",
+    "reload_plugins": "zoo.plugins",
+}
+
+__all__ = ["__version__", "hookimpl", *_LAZY]
+
+if TYPE_CHECKING:
+    from zoo.checkpoints import CheckpointRef
+    from zoo.distributions import DiagonalGaussian
+    from zoo.model import ZooModel
+    from zoo.plugins import register_plugin, reload_plugins, unregister_plugin
+    from zoo.registry import create, get_checkpoint, get_variant, list_checkpoints, list_variants, load
+    from zoo.training import Trainer, TrainConfig, train
+    from zoo.variant import LossOutput, Variant
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

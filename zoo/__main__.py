@@ -1,0 +1,5 @@
+"""``python -m zoo`` runs the command line (also under ``torchrun``)."""
+
+from zoo.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,173 @@
+"""The ``zoo`` command: list, info, plugins, train, sample."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import ZooError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except ZooError as err:
+        print(f"zoo: error: {err}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zoo", description="ae-zoo: autoencoders for PyTorch.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="installed variants and pretrained checkpoints")
+    p.add_argument("pattern", nargs="?", help="wildcard filter, e.g. '*vae*'")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("info", help="a variant's settings, or a checkpoint's card")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("plugins", help="loaded plugins, what they registered, and failures")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("train", help="train a variant and write config.json, model.safetensors, README.md")
+    p.add_argument("variant")
+    p.add_argument("--data", default="mnist", help="dataset name (mnist, digits, mnist-full) or image folder")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="model config override, repeatable, e.g. --set latent_dim=8")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="write a PNG grid of prior samples")
+    p.add_argument("model", help="a saved folder or a checkpoint name")
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--label", type=int, default=None, help="class to generate (conditional models)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("samples.png"))
+    p.set_defaults(func=cmd_sample)
+    return parser
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    from zoo.plugins import get_registry
+    from zoo.registry import list_checkpoints, list_variants
+
+    registry = get_registry()
+    variants = list_variants(args.pattern)
+    print("Variants:")
+    width = max((len(n) for n in variants), default=4)
+    for name in variants:
+        print(f"  {name:<{width}}  {registry.variants[name].description}  [{registry.variant_plugin[name]}]")
+    checkpoints = list_checkpoints(args.pattern)
+    print("Checkpoints:" if checkpoints else "Checkpoints: (none registered)")
+    for name in checkpoints:
+        ref = registry.checkpoints[name]
+        print(f"  {name}  variant={ref.variant}  dataset={ref.dataset or '-'}  {ref.headline_metric}")
+    if registry.failures:
+        print(f"{len(registry.failures)} plugin(s) failed to load: run `zoo plugins` for details.")
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from zoo.config import config_to_dict
+    from zoo.plugins import get_registry
+    from zoo.registry import get_checkpoint, get_variant
+
+    registry = get_registry()
+    if args.name in registry.checkpoints:
+        ref = get_checkpoint(args.name)
+        card = Path(ref.folder) / "README.md" if ref.folder else None
+        print(card.read_text() if card and card.exists() else json.dumps(dataclasses.asdict(ref), default=str))
+        return
+    variant = get_variant(args.name)
+    plugin = registry.variant_plugin[variant.name]
+    print(f"{variant.name}: {variant.description}")
+    print(f"plugin: {plugin}; conditional: {variant.conditional}; generative: {variant.generative}")
+    print("default config (override with zoo.create(name, key=value) or --set key=value):")
+    print(json.dumps(config_to_dict(variant.default_config()), indent=2))
+    if variant.__doc__:
+        print("\n" + " ".join(variant.__doc__.split()))
+
+
+def cmd_plugins(args: argparse.Namespace) -> None:
+    from zoo.plugins import get_registry
+
+    registry = get_registry()
+    if args.json:
+        print(json.dumps({"plugins": [dataclasses.asdict(p) for p in registry.plugins],
+                          "failures": [dataclasses.asdict(f) for f in registry.failures]}, indent=2))
+        return
+    for p in registry.plugins:
+        print(f"{p.name}  ({p.distribution} {p.version}, {p.module})")
+        print(f"    variants: {', '.join(p.variants) or '-'}; checkpoints: {', '.join(p.checkpoints) or '-'}")
+    for f in registry.failures:
+        print(f"FAILED {f.name}  ({f.distribution} {f.version}): {f.error}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from zoo.cards import render_card
+    from zoo.config import parse_override
+    from zoo.data import DATASETS, as_data
+    from zoo.registry import create, get_variant
+    from zoo.training import Trainer, evaluate_loss
+
+    variant = get_variant(args.variant)
+    overrides = dict(parse_override(item) for item in args.overrides)
+    model = create(variant.name, **overrides)
+    trainer = Trainer(model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                      device=args.device, max_steps=args.max_steps, progress=not args.no_progress)
+    result = trainer.fit(args.data)
+    named = args.data in DATASETS
+    metrics: dict[str, float] = {}
+    if named:
+        test = as_data(args.data, model.config.input_shape, split="test").to(trainer.device)
+        metrics = evaluate_loss(variant, model, test)
+    else:
+        metrics = result.history[-1]
+    command = "zoo " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] else ""
+    card = render_card(
+        model, title=f"{variant.name} trained on {args.data}",
+        summary=f"A `{variant.name}` trained with `zoo train` for {args.epochs} epochs ({result.steps} steps).",
+        dataset=str(args.data), command=command or f"zoo train {variant.name} --data {args.data} ...",
+        metrics=metrics, split="test" if named else "last training epoch",
+        training={"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+                  "steps": result.steps, "overrides": overrides or "none"})
+    model.save_pretrained(args.out, card=card)
+    where = "test" if named else "train (last epoch)"
+    print(f"wrote {args.out}/ (config.json, model.safetensors, README.md)")
+    print(f"{where}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+
+
+def load_any(name: str, **kwargs: Any) -> Any:
+    """A folder path or a checkpoint name / prefixed reference."""
+    from zoo.registry import LOCAL_PREFIX, load
+
+    return load(f"{LOCAL_PREFIX}{name}" if Path(name).is_dir() else name, **kwargs)
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from zoo.pictures import prior_samples, save_grid
+
+    model = load_any(args.model)
+    images = prior_samples(model, args.n, y=args.label, seed=args.seed)
+    path = save_grid(images, args.out)
+    print(f"wrote {path} ({args.n} samples{'' if args.label is None else f' of class {args.label}'})")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

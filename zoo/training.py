@@ -1,0 +1,161 @@
+"""Training: a ``Trainer`` that asks the variant for its optimisers and calls its ``train_step``.
+
+The hot loop does what a hand-written loop does and nothing more: in-memory data is moved to the
+device once and batched by tensor indexing; loss terms are accumulated on the device and read back
+only when the progress bar is refreshed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from zoo.config import replace_config
+from zoo.data import TensorData, as_data
+from zoo.registry import get_variant
+from zoo.variant import Variant
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (the model's own settings live in its config)."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    max_steps: int | None = None
+    drop_last: bool = False
+    progress: bool = True
+    refresh_every: int = 20
+
+
+@dataclass
+class TrainResult:
+    """Per-epoch mean loss terms (``history``), validation terms if any, and the step count."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    val_history: list[dict[str, float]] = field(default_factory=list)
+    steps: int = 0
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"``/None -> cuda when available, else cpu; anything else as given."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Train a zoo model: ``Trainer(model, epochs=5).fit("mnist")``."""
+
+    def __init__(self, model: nn.Module, config: TrainConfig | None = None, *, variant: Variant | None = None,
+                 **overrides: Any) -> None:
+        self.variant = variant or get_variant(model.variant_name)
+        self.config = replace_config(config or TrainConfig(), overrides, source="train config")
+        self.device = resolve_device(self.config.device)
+        self.model = model.to(self.device)
+        self.optimizers: dict[str, torch.optim.Optimizer] | None = None
+        self.step = 0
+
+    def fit(self, train_data: Any, val_data: Any = None) -> TrainResult:
+        cfg = self.config
+        seed_everything(cfg.seed)
+        input_shape = getattr(self.model.config, "input_shape", None)
+        train = as_data(train_data, input_shape).to(self.device)
+        val = None if val_data is None else as_data(val_data, input_shape, split="val").to(self.device)
+        if self.variant.conditional and train.y is None:
+            from zoo.errors import DataError
+
+            raise DataError(f"variant {self.variant.name!r} is conditional and needs labels: pass (x, y) "
+                            f"or a labelled dataset")
+        if self.optimizers is None:
+            self.optimizers = self.variant.configure_optimizers(self.model, cfg)
+        order = torch.Generator().manual_seed(cfg.seed)
+        result = TrainResult()
+        per_epoch = train.num_batches(cfg.batch_size, cfg.drop_last)
+        total = cfg.epochs * per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * per_epoch)
+        bar = _progress(total, self.variant.name, cfg.progress)
+        for epoch in range(cfg.epochs):
+            self.model.train()
+            result.history.append(self._run_epoch(train, order, epoch, bar))
+            if val is not None:
+                result.val_history.append(evaluate_loss(self.variant, self.model, val, cfg.batch_size))
+            if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                break
+        if bar is not None:
+            bar.close()
+        result.steps = self.step
+        self.model.eval()
+        return result
+
+    def _run_epoch(self, train: TensorData, order: torch.Generator, epoch: int, bar: Any) -> dict[str, float]:
+        cfg = self.config
+        sums: dict[str, Tensor] = {}
+        count = 0
+        for batch in train.batches(cfg.batch_size, generator=order, drop_last=cfg.drop_last):
+            terms = self.variant.train_step(self.model, batch, self.optimizers, step=self.step)
+            for key, value in terms.items():
+                sums[key] = sums[key] + value if key in sums else value.clone()
+            count += 1
+            self.step += 1
+            if bar is not None:
+                bar.update(1)
+                if count % cfg.refresh_every == 0:
+                    bar.set_postfix(_postfix(epoch, sums, count), refresh=False)
+            if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                break
+        if bar is not None:
+            bar.set_postfix(_postfix(epoch, sums, count))
+        return {k: float(v) / max(count, 1) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def evaluate_loss(variant: Variant, model: nn.Module, data: TensorData, batch_size: int = 500) -> dict[str, float]:
+    """The variant's loss terms averaged over ``data`` (eval mode, no gradients)."""
+    was_training = model.training
+    model.eval()
+    sums: dict[str, float] = {}
+    for batch in data.batches(batch_size, shuffle=False):
+        n = len(batch[0])
+        for key, value in variant.loss(model, batch).detached().items():
+            sums[key] = sums.get(key, 0.0) + float(value) * n
+    model.train(was_training)
+    return {k: v / len(data) for k, v in sums.items()}
+
+
+def train(model: nn.Module, data: Any, *, val_data: Any = None, **settings: Any) -> TrainResult:
+    """Train ``model`` on ``data`` in place; ``settings`` are :class:`TrainConfig` fields.
+
+    >>> zoo.train(model, "mnist", epochs=5, lr=1e-3)
+    """
+    return Trainer(model, **settings).fit(data, val_data)
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
+
+
+def _postfix(epoch: int, sums: dict[str, Tensor], count: int) -> dict[str, str]:
+    """Epoch number and the running mean of each loss term (one host sync per refresh)."""
+    return {"epoch": str(epoch + 1), **{k: f"{float(v) / max(count, 1):.4g}" for k, v in sums.items()}}
