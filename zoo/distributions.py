@@ -7,9 +7,11 @@ import math
 import torch
 from torch import Tensor
 
-# exp(logvar) is the variance. Clamping keeps exp() finite in fp16/bf16 and keeps sigma above ~2e-9.
+# exp(logvar) is the variance. Clamping keeps exp() finite in fp32/bf16 and keeps sigma above ~2e-9;
+# float16 overflows above 65504 = exp(11.09), so its upper bound is LOGVAR_MAX_FP16.
 LOGVAR_MIN = -40.0
 LOGVAR_MAX = 20.0
+LOGVAR_MAX_FP16 = 11.0
 
 
 class DiagonalGaussian:
@@ -21,7 +23,8 @@ class DiagonalGaussian:
 
     def __init__(self, mean: Tensor, logvar: Tensor) -> None:
         self.mean = mean
-        self.logvar = logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
+        top = LOGVAR_MAX_FP16 if logvar.dtype == torch.float16 else LOGVAR_MAX
+        self.logvar = logvar.clamp(LOGVAR_MIN, top)
 
     @property
     def variance(self) -> Tensor:

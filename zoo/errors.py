@@ -23,7 +23,7 @@ class UnknownNameError(ZooError, LookupError):
         lines = [f"unknown {kind} {name!r}."]
         if close:
             lines.append(f"Did you mean: {', '.join(close)}?")
-        lines.append(f"Installed {kind}s: {', '.join(known) if known else '(none)'}.")
+        lines.append(f"Known {kind}s: {', '.join(known) if known else '(none)'}.")
         if hint:
             lines.append(hint)
         super().__init__(" ".join(lines))

@@ -1,9 +1,10 @@
 """Discover plugins through the ``zoo.plugins`` entry-point group and collect what they register.
 
 Built-in variants are entry points of ae-zoo's own distribution, so they go through exactly the
-path a third-party package does. pluggy handles hook validation; this module guards what pluggy
-does not: import failures (reported, not fatal), duplicate names (fatal, naming both plugins),
-deterministic order, and allow/block lists from the environment.
+path a third-party package does. pluggy validates hooks against the spec; this module guards what
+pluggy does not: a plugin that fails to import, has a misspelled hook or raises in its hook is
+reported and skipped (with whatever it registered), never fatal unless strict; duplicate names are
+fatal and name both plugins; order is deterministic; allow/block lists come from the environment.
 
 Environment:
     ZOO_PLUGINS          comma-separated allow-list of distribution or entry-point names
@@ -17,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from types import ModuleType
@@ -132,29 +134,41 @@ def _build_registry() -> Registry:
         logger.warning("zoo plugin %r (%s %s) failed to load: %s", name, dist, version, failure.error)
         failures.append(failure)
 
+    def add(name: str, load: Callable[[], Any], dist: str, version: str, module: str) -> None:
+        """Register one plugin; an import error or a misspelled hook fails this plugin only."""
+        try:
+            pm.register(load(), name=name)
+            pm.check_pending()
+        except Exception as err:  # a broken plugin must not take the zoo down with it
+            if pm.has_plugin(name):
+                pm.unregister(name=name)
+            fail(name, dist, version, err)
+            return
+        infos[name] = PluginInfo(name, dist, version, module)
+
     # Deduplicate entry points (the same distribution can be visible twice on sys.path).
     eps = {(ep.name, ep.value): ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
     for ep in sorted(eps.values(), key=lambda e: (e.name, e.value)):
         dist = ep.dist.name if ep.dist else "unknown"
         version = ep.dist.version if ep.dist else ""
-        if not _selected(ep, dist, allow, block):
-            continue
-        try:
-            module = ep.load()
-            pm.register(module, name=ep.name)
-        except Exception as err:  # a broken plugin must not take the zoo down with it
-            fail(ep.name, dist, version, err)
-            continue
-        infos[ep.name] = PluginInfo(ep.name, dist, version, ep.value)
+        if _selected(ep, dist, allow, block):
+            add(ep.name, lambda ep=ep: ep.load(), dist, version, ep.value)
     for name, plugin in _manual:
-        pm.register(plugin, name=name)
-        infos[name] = PluginInfo(name, "(registered in process)", "", getattr(plugin, "__name__", repr(plugin)))
-    pm.check_pending()  # a misspelled hook name fails loudly here
+        add(name, lambda plugin=plugin: plugin, "(registered in process)", "",
+            getattr(plugin, "__name__", repr(plugin)))
 
     variants: dict[str, Variant] = {}
     variant_plugin: dict[str, str] = {}
     checkpoints: dict[str, CheckpointRef] = {}
     checkpoint_plugin: dict[str, str] = {}
+
+    def drop(plugin_name: str) -> None:
+        """Forget a plugin whose hook failed, with everything it had registered."""
+        for store, owner in ((variants, variant_plugin), (checkpoints, checkpoint_plugin)):
+            for key in [k for k, o in owner.items() if o == plugin_name]:
+                del store[key], owner[key]
+        pm.unregister(name=plugin_name)
+        del infos[plugin_name]
 
     def collect(hook_name: str, expected: type, store: dict, owner: dict, kind: str) -> None:
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
@@ -182,6 +196,7 @@ def _build_registry() -> Registry:
             except DuplicateNameError:
                 raise
             except Exception as err:
+                drop(plugin_name)
                 fail(plugin_name, info.distribution, info.version, err)
 
     collect("zoo_register_variants", Variant, variants, variant_plugin, "variant")

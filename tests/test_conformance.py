@@ -1,0 +1,315 @@
+"""Every installed variant passes the conformance kit, and the kit catches broken variants."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+from zoo_plugins.autoencoders import Autoencoder, AutoencoderConfig, AutoencoderVariant
+from zoo_plugins.cvae import CVAEVariant
+from zoo_plugins.vae import VAEModel, VAEVariant
+
+import zoo
+from zoo.testing import VariantConformance, is_registered
+from zoo.variant import Batch, LossOutput, Variant, make_adam, split_batch
+
+VARIANTS = zoo.list_variants()
+
+
+class TestInstalledVariants(VariantConformance):
+    """The built-in variants (and any installed plugin's) run every check of the kit."""
+
+    @pytest.fixture(params=VARIANTS, ids=VARIANTS)
+    def variant(self, request: pytest.FixtureRequest) -> Variant:
+        return zoo.get_variant(request.param)
+
+
+def test_builtin_variants_are_installed() -> None:
+    assert {"ae", "overcomplete-ae", "dae", "sae", "cae", "vae", "beta-vae", "cvae"} <= set(VARIANTS)
+
+
+# -- registering a variant in-process, as a third-party plugin's tests would ----------------------
+class _Plugin:
+    """A plugin object registering the given variants (what a plugin module does with @hookimpl)."""
+
+    def __init__(self, *variants: Variant) -> None:
+        self.variants = variants
+
+    @zoo.hookimpl
+    def zoo_register_variants(self, register: Any) -> None:
+        for variant in self.variants:
+            register(variant)
+
+
+@contextlib.contextmanager
+def registered(*variants: Variant) -> Iterator[None]:
+    name = "conformance-test-" + "-".join(v.name for v in variants)
+    zoo.register_plugin(_Plugin(*variants), name=name)
+    try:
+        yield
+    finally:
+        zoo.unregister_plugin(name)
+
+
+# -- a well-behaved third-party variant: the documented usage --------------------------------------
+@dataclasses.dataclass
+class ThirdPartyConfig(AutoencoderConfig):
+    likelihood: str = "mse"
+
+
+class ThirdPartyAutoencoder(Autoencoder):
+    """A plain autoencoder defined outside the zoo (stands in for a third-party plugin)."""
+
+
+class ThirdPartyVariant(AutoencoderVariant):
+    name = "third-party-ae"
+    config_class = ThirdPartyConfig
+    description = "test-only third-party autoencoder"
+
+    def build(self, config: ThirdPartyConfig) -> ThirdPartyAutoencoder:
+        return ThirdPartyAutoencoder(config)
+
+
+@pytest.fixture(scope="class")
+def third_party_plugin() -> Iterator[None]:
+    with registered(ThirdPartyVariant()):
+        yield
+
+
+@pytest.mark.usefixtures("third_party_plugin")
+class TestThirdPartyVariant(VariantConformance):
+    """The usage the kit documents, with the plugin registered for the duration of the class."""
+
+    @pytest.fixture
+    def variant(self) -> Variant:
+        return ThirdPartyVariant()
+
+
+def test_unregistered_variant_runs_checks_but_skips_save_load(tmp_path: Path) -> None:
+    variant = ThirdPartyVariant()
+    assert not is_registered(variant)
+    kit = VariantConformance()
+    kit.test_forward_shapes(variant)
+    kit.test_loss_decreases(variant)
+    with pytest.raises(pytest.skip.Exception, match="not registered"):
+        kit.test_save_load_round_trip(variant, tmp_path)
+
+
+# -- broken variants: each check must fail on the defect it is about ------------------------------
+kit = VariantConformance()
+
+
+class NaNLossVariant(AutoencoderVariant):
+    name = "broken-nan-loss"
+
+    def loss(self, model: Autoencoder, batch: Batch, *, step: int = 0) -> LossOutput:
+        out = super().loss(model, batch, step=step)
+        return LossOutput(out.total * float("nan"), out.terms)
+
+
+class UnusedParameterModel(Autoencoder):
+    def __init__(self, config: AutoencoderConfig) -> None:
+        super().__init__(config)
+        self.unused = nn.Parameter(torch.zeros(3))
+
+
+class UnusedParameterVariant(AutoencoderVariant):
+    name = "broken-unused-param"
+
+    def build(self, config: AutoencoderConfig) -> UnusedParameterModel:
+        return UnusedParameterModel(config)
+
+
+class NoLearningVariant(AutoencoderVariant):
+    name = "broken-no-learning"
+
+    def train_step(self, model: nn.Module, batch: Batch, optimizers: dict, *, step: int) -> dict[str, Tensor]:
+        return self.loss(model, batch, step=step).detached()  # forgets to step the optimiser
+
+
+class OrphanOptimizerVariant(AutoencoderVariant):
+    name = "broken-orphan-optimizer"
+
+    def configure_optimizers(self, model: nn.Module, train_config: Any) -> dict[str, torch.optim.Optimizer]:
+        return {"model": make_adam(model.encoder.parameters(), train_config)}  # forgets the decoder
+
+
+class IdleOptimizerVariant(AutoencoderVariant):
+    """Two optimisers, as an adversarial variant has; train_step forgets to step the decoder's."""
+
+    name = "broken-idle-optimizer"
+
+    def configure_optimizers(self, model: nn.Module, train_config: Any) -> dict[str, torch.optim.Optimizer]:
+        return {"encoder": make_adam(model.encoder.parameters(), train_config),
+                "decoder": make_adam(model.decoder.parameters(), train_config)}
+
+    def train_step(self, model: nn.Module, batch: Batch, optimizers: dict, *, step: int) -> dict[str, Tensor]:
+        out = self.loss(model, batch, step=step)
+        for optimizer in optimizers.values():
+            optimizer.zero_grad()
+        out.total.backward()
+        optimizers["encoder"].step()
+        return out.detached()
+
+
+class FlatDecodeModel(Autoencoder):
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        return super().decode(z).flatten(1)
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return super().decode(self.encode(x))
+
+
+class FlatDecodeVariant(AutoencoderVariant):
+    name = "broken-flat-decode"
+
+    def build(self, config: AutoencoderConfig) -> FlatDecodeModel:
+        return FlatDecodeModel(config)
+
+
+class NoisyEvalModel(Autoencoder):
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return super().forward(x + 0.01 * torch.randn_like(x))  # noise even in eval mode
+
+
+class NoisyEvalVariant(AutoencoderVariant):
+    name = "broken-noisy-eval"
+
+    def build(self, config: AutoencoderConfig) -> NoisyEvalModel:
+        return NoisyEvalModel(config)
+
+
+class ForgetfulModel(Autoencoder):
+    """Part of its state is a non-persistent buffer, re-drawn at random on every build."""
+
+    def __init__(self, config: AutoencoderConfig) -> None:
+        super().__init__(config)
+        self.register_buffer("input_scale", 1 + torch.rand(config.input_shape), persistent=False)
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return super().forward(x * self.input_scale)
+
+
+class ForgetfulVariant(AutoencoderVariant):
+    name = "broken-forgetful"
+
+    def build(self, config: AutoencoderConfig) -> ForgetfulModel:
+        return ForgetfulModel(config)
+
+
+class GlobalRNGSampleModel(VAEModel):
+    def sample(self, n: int, y: Any = None, generator: torch.Generator | None = None) -> Tensor:
+        return super().sample(n, y)  # ignores the generator
+
+
+class GlobalRNGSampleVariant(VAEVariant):
+    name = "broken-global-rng-sample"
+
+    def build(self, config: Any) -> GlobalRNGSampleModel:
+        return GlobalRNGSampleModel(config)
+
+
+class SamplingAutoencoder(Autoencoder):
+    def sample(self, n: int, y: Any = None, generator: torch.Generator | None = None) -> Tensor:
+        return self.decode(torch.randn(n, self.config.latent_dim, generator=generator))
+
+
+class UndeclaredGenerativeVariant(AutoencoderVariant):
+    name = "broken-undeclared-generative"  # samples, but does not say generative = True
+
+    def build(self, config: AutoencoderConfig) -> SamplingAutoencoder:
+        return SamplingAutoencoder(config)
+
+
+class LabelBlindModel(VAEModel):
+    def decode(self, z: Tensor, y: Any = None) -> Tensor:
+        return super().decode(z, torch.zeros(len(z), dtype=torch.long))  # always class 0
+
+
+class LabelBlindVariant(CVAEVariant):
+    name = "broken-label-blind"
+
+    def build(self, config: Any) -> LabelBlindModel:
+        return LabelBlindModel(config)
+
+
+class SilentLabelsVariant(CVAEVariant):
+    """Loss quietly trains unconditionally when labels are missing."""
+
+    name = "broken-silent-labels"
+
+    def loss(self, model: VAEModel, batch: Batch, *, step: int = 0) -> LossOutput:
+        x, y = split_batch(batch)
+        y = torch.zeros(len(x), dtype=torch.long) if y is None else y
+        return VAEVariant.loss(self, model, (x, y))
+
+
+class WrongTinyConfigVariant(AutoencoderVariant):
+    name = "broken-tiny-config"
+
+    def tiny_config(self) -> Any:
+        return dataclasses.asdict(super().tiny_config())  # a dict, not the config dataclass
+
+
+class LossyConfigVariant(AutoencoderVariant):
+    name = "broken-lossy-config"
+
+    def config_to_json(self, config: AutoencoderConfig) -> dict[str, Any]:
+        data = super().config_to_json(config)
+        data.pop("latent_dim")
+        return data
+
+
+class LenientConfigVariant(AutoencoderVariant):
+    name = "broken-lenient-config"
+
+    def config_from_json(self, data: dict[str, Any], source: str) -> AutoencoderConfig:
+        known = {f.name for f in dataclasses.fields(self.config_class)}
+        return super().config_from_json({k: v for k, v in data.items() if k in known}, source)
+
+
+BROKEN = [
+    (WrongTinyConfigVariant, "test_variant_metadata", "expected AutoencoderConfig"),
+    (NaNLossVariant, "test_loss_finite_and_backward", "not finite"),
+    (UnusedParameterVariant, "test_loss_finite_and_backward", "no gradient to unused"),
+    (UnusedParameterVariant, "test_train_step_updates_parameters", "left unused unchanged"),
+    (OrphanOptimizerVariant, "test_train_step_updates_parameters", "leaves out decoder"),
+    (IdleOptimizerVariant, "test_train_step_updates_parameters", "unchanged"),
+    (NoLearningVariant, "test_loss_decreases", "did not decrease"),
+    (FlatDecodeVariant, "test_forward_shapes", "decode gave shape"),
+    (NoisyEvalVariant, "test_eval_deterministic", "eval mode"),
+    (ForgetfulVariant, "test_save_load_round_trip", "eval output differs"),
+    (GlobalRNGSampleVariant, "test_sampling", "same seeded generator"),
+    (UndeclaredGenerativeVariant, "test_sampling", "NotImplementedError"),
+    (LabelBlindVariant, "test_conditioning", "ignores the labels"),
+    (SilentLabelsVariant, "test_conditioning", r"loss\(model, x\) without labels did not raise"),
+    (LossyConfigVariant, "test_config_json_round_trip", "round trip changed"),
+    (LenientConfigVariant, "test_config_json_round_trip", "accepted the unknown key"),
+]
+
+
+@pytest.mark.parametrize(("variant_class", "check", "message"), BROKEN, ids=[b[0].name for b in BROKEN])
+def test_kit_catches_broken_variant(variant_class: type[Variant], check: str, message: str,
+                                    tmp_path: Path) -> None:
+    variant = variant_class()
+    method = getattr(kit, check)
+    args = (variant, tmp_path) if check == "test_save_load_round_trip" else (variant,)
+    with registered(variant), pytest.raises(AssertionError, match=message):
+        method(*args)
+
+
+def test_broken_variants_pass_the_other_checks() -> None:
+    """The defects above are specific: a broken variant still passes an unrelated check."""
+    kit.test_forward_shapes(NaNLossVariant())
+    kit.test_loss_finite_and_backward(NoisyEvalVariant())
+    kit.test_loss_finite_and_backward(IdleOptimizerVariant())
+    kit.test_loss_decreases(IdleOptimizerVariant())
+    kit.test_sampling(LabelBlindVariant())
+    with registered(ForgetfulVariant()):
+        kit.test_loss_decreases(ForgetfulVariant())

@@ -1,0 +1,479 @@
+"""A conformance kit for variant authors: one pytest base class that checks the ``Variant`` contract.
+
+Subclass :class:`VariantConformance` in your plugin's test suite and provide a ``variant`` fixture;
+pytest then runs every check below against your variant::
+
+    import pytest
+    from zoo.testing import VariantConformance
+
+    from my_plugin import MyVariant
+
+
+    class TestMyVariant(VariantConformance):
+        @pytest.fixture
+        def variant(self):
+            return MyVariant()
+
+Every check builds its model from ``variant.tiny_config()`` and feeds it a small, seeded batch
+(inputs in [0, 1] from ``torch.rand``; labels in ``range(num_classes)`` for conditional variants),
+so the whole kit runs in a few seconds on a CPU. The checks are:
+
+- ``test_variant_metadata``: the name, config class and ``tiny_config`` are usable.
+- ``test_config_json_round_trip``: ``config_to_json`` -> JSON -> ``config_from_json`` gives the same
+  config, and an unknown key raises :class:`zoo.errors.ConfigError` naming the key.
+- ``test_forward_shapes``: ``model(x)`` has the input's shape; ``encode`` gives a (B, latent_dim)
+  code (a tensor, or an object with ``.mean`` such as a posterior); ``decode`` gives (B, *input_shape).
+- ``test_loss_finite_and_backward``: the loss is a finite scalar with finite terms; its gradients are
+  finite and not all zero; with the default ``train_step`` it reaches every trainable parameter (a
+  variant with its own ``train_step``, e.g. a GAN, may return an evaluation objective from ``loss``).
+- ``test_train_step_updates_parameters``: ``configure_optimizers`` covers every trainable parameter
+  and a few ``train_step`` calls change every one of them.
+- ``test_loss_decreases``: ``configure_optimizers`` + ``train_step`` on one fixed batch lower the
+  monitored term (``variant.monitored_term``, default ``"loss"``) within a few dozen steps.
+- ``test_eval_deterministic``: in eval mode ``model(x)`` is bit-for-bit repeatable.
+- ``test_save_load_round_trip``: ``save_pretrained`` then ``zoo.load("local-dir:...")`` restores
+  every tensor, the config and the eval output exactly (skipped when the variant is not registered
+  in this process, since loading looks the variant up by name).
+- ``test_sampling``: generative variants sample deterministically under a seeded generator; other
+  variants raise ``NotImplementedError`` from ``sample``.
+- ``test_conditioning``: conditional variants decode the same code differently for different
+  labels, and refuse to run without labels with an error that mentions them.
+
+Variant attributes the kit reads (all optional):
+
+``monitored_term``
+    Key of the dict returned by ``train_step`` that must decrease (default ``"loss"``). Adversarial
+    variants, whose total loss need not fall, name a term such as ``"reconstruction"``.
+``conformance_frozen_params``
+    Names (``fnmatch`` patterns, e.g. ``"backbone.*"``) of trainable parameters that training
+    legitimately leaves unchanged. Default: none.
+
+Settings of the kit itself (``batch_size``, ``train_steps``, ``learning_rate``, ``window``, ``seed``)
+are class attributes of :class:`VariantConformance`; override them in the subclass if needed. A check
+can also be called directly, ``VariantConformance().test_forward_shapes(variant)``; a failed check
+raises ``AssertionError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import json
+import math
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from zoo.errors import ConfigError
+from zoo.training import TrainConfig
+from zoo.variant import Batch, Variant
+
+__all__ = ["VariantConformance", "as_batch", "is_registered", "make_batch", "make_labels", "make_model",
+           "num_classes_of", "seeded", "trainable_parameters", "unknown_config_key"]
+
+#: The key the config round-trip check adds to provoke an unknown-key error.
+unknown_config_key = "no_such_setting_for_conformance"
+
+_LABEL_WORDS = re.compile(r"\blabels?\b|\by\b|\bclass(es)?\b|\bcondition", re.IGNORECASE)
+
+
+# -- helpers (public: handy in a plugin's own tests) -----------------------------------------------
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed torch's CPU generator for the block and restore the previous state afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def is_registered(variant: Variant) -> bool:
+    """True when the plugin registry holds a variant of this exact type under ``variant.name``."""
+    from zoo.registry import get_registry
+
+    registered = get_registry().variants.get(variant.name)
+    return registered is not None and type(registered) is type(variant)
+
+
+def make_model(variant: Variant, config: Any = None, *, seed: int = 0) -> nn.Module:
+    """A freshly initialised model of ``variant`` (from ``tiny_config()`` unless ``config`` is given).
+
+    Goes through :func:`zoo.create` when the variant is registered, else builds it directly and sets
+    ``model.variant_name``. The initialisation is seeded, so the same call gives the same weights.
+    """
+    import zoo
+
+    config = variant.tiny_config() if config is None else config
+    with seeded(seed):
+        if is_registered(variant):
+            model = zoo.create(variant.name, config)
+        else:
+            model = variant.build(variant.make_config(config))
+            model.variant_name = variant.name
+    return model
+
+
+def num_classes_of(variant: Variant, config: Any) -> int:
+    """Number of labels a conditional variant expects (``config.num_classes``), 0 otherwise."""
+    if not variant.conditional:
+        return 0
+    n = getattr(config, "num_classes", 0)
+    assert isinstance(n, int) and n >= 1, (
+        f"{variant.name}: a conditional variant's config must have num_classes >= 1, got {n!r}")
+    return n
+
+
+def make_labels(n: int, num_classes: int, *, seed: int = 0) -> Tensor:
+    """``n`` int64 labels in ``range(num_classes)`` covering every class when ``n >= num_classes``."""
+    labels = torch.arange(n) % num_classes
+    return labels[torch.randperm(n, generator=torch.Generator().manual_seed(seed))]
+
+
+def make_batch(variant: Variant, config: Any, batch_size: int = 16, *,
+               seed: int = 0) -> tuple[Tensor, Tensor | None]:
+    """``(x, y)``: ``x`` uniform in [0, 1] of shape (B, *input_shape); ``y`` labels or None."""
+    input_shape = tuple(config.input_shape)
+    x = torch.rand((batch_size, *input_shape), generator=torch.Generator().manual_seed(seed))
+    n_classes = num_classes_of(variant, config)
+    y = make_labels(batch_size, n_classes, seed=seed + 1) if n_classes else None
+    return x, y
+
+
+def as_batch(x: Tensor, y: Tensor | None) -> Batch:
+    """The batch a variant's ``loss``/``train_step`` receive: ``x`` or ``(x, y)``."""
+    return x if y is None else (x, y)
+
+
+def _call(fn: Any, first: Any, y: Tensor | None) -> Any:
+    return fn(first) if y is None else fn(first, y)
+
+
+def _code(encoded: Any, variant: Variant) -> Tensor:
+    """The deterministic code of ``encode``'s result: the tensor itself or its ``.mean``."""
+    if isinstance(encoded, Tensor):
+        return encoded
+    mean = getattr(encoded, "mean", None)
+    assert isinstance(mean, Tensor), (
+        f"{variant.name}: encode() must return a tensor or an object with a tensor .mean "
+        f"(e.g. a DiagonalGaussian), got {type(encoded).__name__}")
+    return mean
+
+
+def trainable_parameters(model: nn.Module, variant: Variant) -> list[tuple[str, nn.Parameter]]:
+    """``(name, parameter)`` pairs that should train: ``requires_grad`` and not matched by the
+    variant's ``conformance_frozen_params`` patterns."""
+    frozen = tuple(getattr(variant, "conformance_frozen_params", ()))
+    return [(name, p) for name, p in model.named_parameters()
+            if p.requires_grad and not any(fnmatch.fnmatchcase(name, pattern) for pattern in frozen)]
+
+
+def _finite_scalar(value: Any, what: str) -> None:
+    assert isinstance(value, Tensor), f"{what} must be a tensor, got {type(value).__name__}"
+    assert value.dim() == 0, f"{what} must be a scalar (0-dim tensor), got shape {tuple(value.shape)}"
+    assert torch.isfinite(value).item(), f"{what} is not finite: {value.item()}"
+
+
+# -- the kit ---------------------------------------------------------------------------------------
+class VariantConformance:
+    """Base class of conformance tests: subclass it and define a ``variant`` fixture.
+
+    The class name does not start with ``Test``, so pytest collects only your subclass.
+    """
+
+    #: Examples per batch.
+    batch_size: int = 16
+    #: Optimisation steps of :meth:`test_loss_decreases` on one fixed batch.
+    train_steps: int = 25
+    #: Learning rate passed to ``variant.configure_optimizers`` in :meth:`test_loss_decreases`.
+    learning_rate: float = 1e-2
+    #: How many first and last monitored values :meth:`test_loss_decreases` averages.
+    window: int = 5
+    #: Seed of the model initialisation, the data and the training steps.
+    seed: int = 0
+
+    @pytest.fixture
+    def variant(self) -> Variant:
+        """Override in the subclass: return the variant under test."""
+        raise NotImplementedError("define a `variant` fixture in your VariantConformance subclass")
+
+    # -- shared setup ----------------------------------------------------------------------------
+    def train_config(self) -> TrainConfig:
+        """The ``TrainConfig`` handed to ``variant.configure_optimizers``."""
+        return TrainConfig(lr=self.learning_rate, seed=self.seed)
+
+    def setup_model(self, variant: Variant) -> tuple[nn.Module, Tensor, Tensor | None]:
+        """(model from ``tiny_config()``, inputs, labels or None), all seeded."""
+        config = variant.tiny_config()
+        model = make_model(variant, config, seed=self.seed)
+        x, y = make_batch(variant, model.config, self.batch_size, seed=self.seed)
+        return model, x, y
+
+    # -- checks ----------------------------------------------------------------------------------
+    def test_variant_metadata(self, variant: Variant) -> None:
+        """Name, config class and tiny config are usable; ``build`` returns an ``nn.Module``."""
+        variant.validate()
+        config = variant.tiny_config()
+        assert isinstance(config, variant.config_class), (
+            f"{variant.name}: tiny_config() returned {type(config).__name__}, "
+            f"expected {variant.config_class.__name__}")
+        for field in ("input_shape", "latent_dim"):
+            assert hasattr(config, field), f"{variant.name}: the config has no {field!r} field"
+        model = make_model(variant, config)
+        assert isinstance(model, nn.Module), f"{variant.name}: build() returned {type(model).__name__}"
+        assert model.variant_name == variant.name
+        assert model.config == config, f"{variant.name}: model.config is not the config it was built with"
+        n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        assert n_params > 0, f"{variant.name}: the model has no trainable parameters"
+
+    def test_config_json_round_trip(self, variant: Variant) -> None:
+        """``config_to_json`` survives JSON and ``config_from_json`` gives it back; unknown keys raise."""
+        for config in (variant.default_config(), variant.tiny_config()):
+            data = variant.config_to_json(config)
+            assert isinstance(data, dict), f"{variant.name}: config_to_json returned {type(data).__name__}"
+            try:
+                text = json.dumps(data)
+            except (TypeError, ValueError) as err:
+                raise AssertionError(f"{variant.name}: config_to_json output is not JSON: {err}") from err
+            back = variant.config_from_json(json.loads(text), "x")
+            assert type(back) is type(config), f"{variant.name}: round trip changed the config type"
+            assert back == config, f"{variant.name}: config JSON round trip changed it:\n{config}\n->\n{back}"
+        bad = {**variant.config_to_json(variant.tiny_config()), unknown_config_key: 1}
+        try:
+            variant.config_from_json(bad, "x")
+        except ConfigError as err:
+            assert unknown_config_key in str(err), (
+                f"{variant.name}: the unknown-key ConfigError does not name the key: {err}")
+        else:
+            raise AssertionError(f"{variant.name}: config_from_json accepted the unknown key "
+                                 f"{unknown_config_key!r}; it must raise zoo.errors.ConfigError")
+
+    def test_forward_shapes(self, variant: Variant) -> None:
+        """``model(x)`` has x's shape, ``encode`` gives (B, latent_dim), ``decode`` (B, *input_shape)."""
+        model, x, y = self.setup_model(variant)
+        batch_size, input_shape = len(x), tuple(model.config.input_shape)
+        latent_dim = model.config.latent_dim
+        with seeded(self.seed), torch.no_grad():
+            for training in (True, False):
+                model.train(training)
+                out = _call(model, x, y)
+                assert isinstance(out, Tensor), f"{variant.name}: forward returned {type(out).__name__}"
+                mode = "train" if training else "eval"
+                assert out.shape == x.shape, (f"{variant.name}: forward ({mode} mode) gave shape "
+                                              f"{tuple(out.shape)}, input is {tuple(x.shape)}")
+            code = _code(_call(model.encode, x, y), variant)
+            assert code.shape == (batch_size, latent_dim), (
+                f"{variant.name}: encode gave shape {tuple(code.shape)}, expected {(batch_size, latent_dim)}")
+            z = torch.randn(batch_size, latent_dim)
+            decoded = _call(model.decode, z, y)
+            assert isinstance(decoded, Tensor), f"{variant.name}: decode returned {type(decoded).__name__}"
+            expected = (batch_size, *input_shape)
+            assert decoded.shape == expected, (
+                f"{variant.name}: decode gave shape {tuple(decoded.shape)}, expected {expected}")
+            assert torch.isfinite(out).all() and torch.isfinite(decoded).all(), (
+                f"{variant.name}: forward/decode produced non-finite values")
+
+    def test_loss_finite_and_backward(self, variant: Variant) -> None:
+        """The loss is a finite scalar with finite terms; its gradients are finite and not all zero, and
+        reach every trainable parameter when the variant trains with the default ``train_step``."""
+        model, x, y = self.setup_model(variant)
+        model.train()
+        with seeded(self.seed):
+            out = variant.loss(model, as_batch(x, y), step=0)
+        _finite_scalar(out.total, f"{variant.name}: loss(...).total")
+        assert isinstance(out.terms, dict), f"{variant.name}: loss(...).terms must be a dict"
+        for key, value in out.terms.items():
+            assert isinstance(value, Tensor) and value.numel() == 1, (
+                f"{variant.name}: loss term {key!r} must be a one-element tensor")
+            assert torch.isfinite(value).all(), f"{variant.name}: loss term {key!r} is not finite: {value}"
+        out.total.backward()
+        # With the default train_step, loss().total is the training objective: it must reach every
+        # parameter. A variant with its own train_step (e.g. several optimisers) may return an
+        # evaluation objective here; test_train_step_updates_parameters covers its parameters.
+        must_reach = type(variant).train_step is Variant.train_step
+        missing, non_finite, nonzero = [], [], 0
+        for name, param in trainable_parameters(model, variant):
+            if param.grad is None:
+                if must_reach:
+                    missing.append(name)
+            elif not torch.isfinite(param.grad).all():
+                non_finite.append(name)
+            elif param.grad.abs().sum() > 0:
+                nonzero += 1
+        assert not non_finite, f"{variant.name}: non-finite gradients for {', '.join(non_finite)}"
+        assert not missing, (f"{variant.name}: the loss gives no gradient to {', '.join(missing)} (if that "
+                             f"is intended, list them in the variant's conformance_frozen_params)")
+        assert nonzero > 0, f"{variant.name}: every gradient of the loss is zero"
+
+    def test_train_step_updates_parameters(self, variant: Variant) -> None:
+        """``configure_optimizers`` covers every trainable parameter and ``train_step`` changes each one."""
+        model, x, y = self.setup_model(variant)
+        model.train()
+        with seeded(self.seed):
+            optimizers = variant.configure_optimizers(model, self.train_config())
+        assert isinstance(optimizers, dict) and optimizers, (
+            f"{variant.name}: configure_optimizers must return a non-empty dict of optimisers")
+        optimised = {id(p) for opt in optimizers.values()
+                     for group in opt.param_groups for p in group["params"]}
+        params = trainable_parameters(model, variant)
+        orphans = [name for name, p in params if id(p) not in optimised]
+        assert not orphans, (f"{variant.name}: configure_optimizers leaves out {', '.join(orphans)}, so they "
+                             f"never train (list intentionally frozen ones in conformance_frozen_params)")
+        before = {name: p.detach().clone() for name, p in params}
+        with seeded(self.seed):
+            for step in range(3):
+                variant.train_step(model, as_batch(x, y), optimizers, step=step)
+        non_finite = [name for name, p in params if not torch.isfinite(p).all()]
+        assert not non_finite, f"{variant.name}: train_step made {', '.join(non_finite)} non-finite"
+        unchanged = [name for name, p in params if torch.equal(p.detach(), before[name])]
+        assert not unchanged, (f"{variant.name}: three train_step calls left {', '.join(unchanged)} "
+                               f"unchanged (no gradient reaches them, or their optimiser never steps)")
+
+    def test_loss_decreases(self, variant: Variant) -> None:
+        """``train_step`` on one fixed batch lowers the monitored term (first vs last few steps)."""
+        term = getattr(variant, "monitored_term", "loss")
+        model, x, y = self.setup_model(variant)
+        model.train()
+        batch = as_batch(x, y)
+        values: list[float] = []
+        with seeded(self.seed):
+            optimizers = variant.configure_optimizers(model, self.train_config())
+            assert isinstance(optimizers, dict) and optimizers, (
+                f"{variant.name}: configure_optimizers must return a non-empty dict of optimisers")
+            for step in range(self.train_steps):
+                terms = variant.train_step(model, batch, optimizers, step=step)
+                assert isinstance(terms, dict), f"{variant.name}: train_step must return a dict of terms"
+                assert term in terms, (f"{variant.name}: train_step returned no {term!r} term (it returned "
+                                       f"{', '.join(terms) or 'nothing'}); set the variant's monitored_term")
+                values.append(float(terms[term]))
+        assert all(math.isfinite(v) for v in values), f"{variant.name}: {term} became non-finite: {values}"
+        k = min(self.window, len(values) // 2)
+        first, last = sum(values[:k]) / k, sum(values[-k:]) / k
+        assert last < first, (f"{variant.name}: {term} did not decrease over {self.train_steps} steps on a "
+                              f"fixed batch (mean of first {k}: {first:.6g}, of last {k}: {last:.6g}; "
+                              f"values: {[round(v, 4) for v in values]})")
+
+    def test_eval_deterministic(self, variant: Variant) -> None:
+        """In eval mode ``model(x)`` is repeatable bit for bit, whatever the global RNG state."""
+        model, x, y = self.setup_model(variant)
+        model.eval()
+        with torch.no_grad():
+            with seeded(1):
+                first = _call(model, x, y)
+            with seeded(2):
+                second = _call(model, x, y)
+        assert torch.equal(first, second), (
+            f"{variant.name}: model(x) in eval mode differs between two calls (max difference "
+            f"{(first - second).abs().max().item():.3g}); eval mode must not sample")
+
+    def test_save_load_round_trip(self, variant: Variant, tmp_path: Path) -> None:
+        """``save_pretrained`` + ``zoo.load("local-dir:...")`` restore weights, config and outputs exactly."""
+        import zoo
+        from zoo.folder import FOLDER_FILES
+
+        if not is_registered(variant):
+            pytest.skip(f"variant {variant.name!r} is not registered in this process, and zoo.load finds "
+                        f"variants by name: register its plugin (entry point or zoo.register_plugin) to run "
+                        f"the save/load check")
+        model, x, y = self.setup_model(variant)
+        # Move every floating tensor away from its initial value, so a loader that re-initialises
+        # (even with the same seed) instead of reading the file cannot pass.
+        with seeded(self.seed + 1), torch.no_grad():
+            for tensor in model.state_dict().values():
+                if tensor.is_floating_point():
+                    tensor.add_(0.01 * torch.randn_like(tensor))
+        folder = tmp_path / "saved"
+        model.save_pretrained(folder)
+        for name in FOLDER_FILES:
+            assert (folder / name).is_file(), f"{variant.name}: save_pretrained wrote no {name}"
+        loaded = zoo.load(f"local-dir:{folder}")
+        assert type(loaded) is type(model), f"{variant.name}: loaded a {type(loaded).__name__}"
+        assert not loaded.training, f"{variant.name}: zoo.load must return the model in eval mode"
+        assert loaded.variant_name == variant.name
+        assert loaded.config == model.config, (
+            f"{variant.name}: the loaded config differs:\n{model.config}\n->\n{loaded.config}")
+        saved_state, loaded_state = model.state_dict(), loaded.state_dict()
+        assert saved_state.keys() == loaded_state.keys(), (
+            f"{variant.name}: state_dict keys differ after loading: "
+            f"{sorted(set(saved_state) ^ set(loaded_state))}")
+        changed = [key for key, value in saved_state.items()
+                   if value.dtype != loaded_state[key].dtype or not torch.equal(value, loaded_state[key])]
+        assert not changed, f"{variant.name}: tensors changed by save/load: {', '.join(changed)}"
+        model.eval()
+        with torch.no_grad():
+            with seeded(1):
+                expected = _call(model, x, y)
+            with seeded(1):
+                got = _call(loaded, x, y)
+        assert torch.equal(expected, got), (
+            f"{variant.name}: the loaded model's eval output differs from the saved model's (max difference "
+            f"{(expected - got).abs().max().item():.3g})")
+
+    def test_sampling(self, variant: Variant) -> None:
+        """Generative: seeded ``sample`` is repeatable, (n, *input_shape), seed-dependent. Else: raises."""
+        model, _, _ = self.setup_model(variant)
+        model.eval()
+        n = 6
+        n_classes = num_classes_of(variant, model.config)
+        y = make_labels(n, n_classes) if n_classes else None
+        if not variant.generative:
+            try:
+                model.sample(n, y=y, generator=torch.Generator().manual_seed(0))
+            except NotImplementedError:
+                return
+            raise AssertionError(f"{variant.name} is not generative, so model.sample() must raise "
+                                 f"NotImplementedError (set `generative = True` if it can sample)")
+
+        def draw(seed: int, global_seed: int) -> Tensor:
+            with seeded(global_seed), torch.no_grad():
+                return model.sample(n, y=y, generator=torch.Generator().manual_seed(seed))
+
+        first, again, other = draw(0, 1), draw(0, 2), draw(1, 1)
+        input_shape = tuple(model.config.input_shape)
+        assert isinstance(first, Tensor) and first.shape == (n, *input_shape), (
+            f"{variant.name}: sample({n}) gave shape {tuple(getattr(first, 'shape', ()))}, "
+            f"expected {(n, *input_shape)}")
+        assert torch.isfinite(first).all(), f"{variant.name}: samples are not finite"
+        assert torch.equal(first, again), (f"{variant.name}: sample() with the same seeded generator gave "
+                                           f"different samples (does it draw from the global RNG?)")
+        assert not torch.equal(first, other), (
+            f"{variant.name}: sample() gave the same samples for two different generator seeds")
+
+    def test_conditioning(self, variant: Variant) -> None:
+        """Conditional: labels change the decoding; encode/decode/loss without labels raise naming them."""
+        if not variant.conditional:
+            pytest.skip(f"variant {variant.name!r} is not conditional")
+        model, x, y = self.setup_model(variant)
+        model.eval()
+        n_classes = num_classes_of(variant, model.config)
+        batch_size = len(x)
+        with torch.no_grad():
+            z = torch.randn((batch_size, model.config.latent_dim), generator=torch.Generator().manual_seed(0))
+            if n_classes >= 2:
+                a = model.decode(z, torch.zeros(batch_size, dtype=torch.long))
+                b = model.decode(z, torch.ones(batch_size, dtype=torch.long))
+                assert not torch.allclose(a, b, rtol=0, atol=1e-6), (
+                    f"{variant.name}: decode(z, y) gives the same output for labels 0 and 1: "
+                    f"the decoder ignores the labels")
+        calls = {
+            "encode(x)": lambda: model.encode(x),
+            "decode(z)": lambda: model.decode(z),
+            "loss(model, x)": lambda: variant.loss(model, x),
+        }
+        if variant.generative:
+            calls["sample(n)"] = lambda: model.sample(batch_size)
+        for what, call in calls.items():
+            try:
+                with torch.no_grad():
+                    call()
+            except ValueError as err:  # zoo.errors.DataError and ConfigError are ValueErrors too
+                assert _LABEL_WORDS.search(str(err)), (
+                    f"{variant.name}: {what} without labels raised an error that does not mention the "
+                    f"labels (y): {err}")
+            else:
+                raise AssertionError(f"{variant.name} is conditional, but {what} without labels did not "
+                                     f"raise a ValueError (or zoo.errors.DataError) asking for labels y")
+
