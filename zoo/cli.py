@@ -56,6 +56,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("eval", help="measure a checkpoint or saved folder on a dataset's test split")
+    p.add_argument("model", help="a checkpoint name, hf-hub:ORG/NAME or a saved folder")
+    p.add_argument("--data", default=None, help="dataset name (default: the one in the model card, else mnist)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--nll-samples", type=int, default=1000, help="importance samples for the NLL (0: skip)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("push", help="publish a model folder to the Hugging Face Hub")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--repo-id", required=True, help="ORG/NAME on the Hub")
+    p.add_argument("--revision", default=None, help="branch to commit to (default: main)")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--commit-message", default=None)
+    p.add_argument("--endpoint", default=None, help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("fetch", help="download a checkpoint into the Hugging Face cache (for offline use)")
+    p.add_argument("name", help="a registered checkpoint name or hf-hub:ORG/NAME[@REV]")
+    p.add_argument("--revision", default=None)
+    p.add_argument("--force", action="store_true", help="download again even if cached (repairs a corrupt cache)")
+    p.set_defaults(func=cmd_fetch)
+
     p = sub.add_parser("sample", help="write a PNG grid of prior samples")
     p.add_argument("model", help="a saved folder or a checkpoint name")
     p.add_argument("--n", type=int, default=64)
@@ -155,6 +178,63 @@ def cmd_train(args: argparse.Namespace) -> None:
     where = "test" if named else "train (last epoch)"
     print(f"wrote {args.out}/ (config.json, model.safetensors, README.md)")
     print(f"{where}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from zoo.data import as_data
+    from zoo.evaluation import evaluate
+
+    model = load_any(args.model)
+    dataset = args.data or _card_dataset(model) or "mnist"
+    data = as_data(dataset, model.config.input_shape, split=args.split)
+    metrics = evaluate(model, data, nll_samples=args.nll_samples)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+        return
+    print(f"{args.model} on {dataset} ({args.split}, {len(data)} examples):")
+    for key, value in metrics.items():
+        print(f"  {key:<14} {value:.4f}" if isinstance(value, float) else f"  {key:<14} {value}")
+
+
+def _card_dataset(model: Any) -> str | None:
+    """The first dataset named in the model card's front matter, if the folder has a card."""
+    folder = model.pretrained_info.get("path")
+    card = Path(folder) / "README.md" if folder else None
+    if card is None or not card.is_file():
+        return None
+    from huggingface_hub import metadata_load
+
+    return ((metadata_load(card) or {}).get("datasets") or [None])[0]
+
+
+def cmd_push(args: argparse.Namespace) -> None:
+    from zoo.hub import push_folder
+
+    info = push_folder(args.folder, args.repo_id, revision=args.revision, private=args.private or None,
+                       commit_message=args.commit_message, endpoint=args.endpoint)
+    print(f"pushed {args.folder} to {args.repo_id}: commit {info.oid} ({info.commit_url})")
+
+
+def cmd_fetch(args: argparse.Namespace) -> None:
+    from zoo import hub
+    from zoo.registry import get_checkpoint
+
+    if args.name.startswith(hub.HUB_PREFIX):
+        repo_id, revision = hub.parse_hub_name(args.name)
+    else:
+        ref = get_checkpoint(args.name)
+        if ref.hub_repo is None:
+            raise ZooError(f"checkpoint {args.name!r} is bundled with its plugin ({ref.folder}) and not "
+                           f"published on the Hub: nothing to fetch")
+        repo_id, revision = ref.hub_repo, ref.revision
+    revision = args.revision or revision
+    if hub.is_offline():  # nothing to download: report what the cache holds (or the way out)
+        res = hub.resolve(repo_id, revision)
+    else:  # always ask the Hub, so a branch name (main) moves to its newest commit instead of the cached one
+        res = hub.HubResolution()
+        res.folder = hub.download(repo_id, revision, cache_dir=None, res=res, force=args.force)
+        res.commit = res.folder.name
+    print(f"{repo_id}@{res.commit}: {res.folder}")
 
 
 def load_any(name: str, **kwargs: Any) -> Any:

@@ -149,7 +149,8 @@ def load_weights(model: nn.Module, path: Path, device: torch.device) -> None:
         state = load_file(str(path), device=str(device))
     except Exception as err:  # safetensors raises its own error types for corrupt headers and data
         raise CheckpointError(f"cannot read weights from {path}: {err}. The file is corrupt or truncated; "
-                              f"delete it and download or save it again.") from err
+                              f"save it again, or for a Hub download run `zoo fetch hf-hub:ORG/NAME --force` "
+                              f"(deleting the cache link alone keeps the corrupt blob).") from err
     expected = model.state_dict()
     problems = []
     missing = sorted(set(expected) - set(state))

@@ -48,6 +48,13 @@ class ZooModel(nn.Module):
 
         return save_folder(self, save_directory, card=card)
 
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        """Publish the three files to the Hugging Face Hub as one commit (``revision``, ``private``,
+        ``commit_message``, ``endpoint``, ``token`` as in :func:`zoo.hub.push_folder`)."""
+        from zoo.hub import push_model
+
+        return push_model(self, repo_id, **kwargs)
+
 
 def condition_vector(y: Tensor | int | None, num_classes: int, n: int, device: torch.device,
                      dtype: torch.dtype = torch.float32) -> Tensor | None:

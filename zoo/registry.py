@@ -59,21 +59,62 @@ def get_checkpoint(name: str) -> CheckpointRef:
                                f"Run `zoo list`; load a saved folder with '{LOCAL_PREFIX}PATH'.") from None
 
 
-def load(name: str, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> nn.Module:
-    """Load a model in eval mode: a registered checkpoint name or ``local-dir:PATH``.
+def load(name: str, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+         revision: str | None = None, local_files_only: bool | None = None, pretrained: bool = True,
+         cache_dir: str | Path | None = None) -> nn.Module:
+    """Load a model in eval mode, local first.
 
-    Loading is strict: config.json must name an installed variant, and every weight must match.
+    ``name`` is a registered checkpoint name (``"cvae-mnist"``), ``hf-hub:ORG/NAME[@REV]`` or
+    ``local-dir:PATH``. A checkpoint resolves to its bundled folder, then the Hugging Face cache
+    (no network call), then a download pinned to its revision unless offline (``HF_HUB_OFFLINE=1``
+    or ``local_files_only=True``). Loading is strict: config.json must name an installed variant and
+    every weight must match. ``pretrained=False`` builds the same architecture with random weights.
     """
+    from zoo import hub
     from zoo.folder import load_folder
 
+    kwargs: dict[str, Any] = {"device": device, "dtype": dtype}
     if name.startswith(LOCAL_PREFIX):
-        return load_folder(Path(name[len(LOCAL_PREFIX):]).expanduser(), device=device, dtype=dtype)
+        return load_folder(Path(name[len(LOCAL_PREFIX):]).expanduser(), **kwargs)
+    if name.startswith(hub.HUB_PREFIX):
+        repo_id, rev = hub.parse_hub_name(name)
+        res = hub.resolve(repo_id, revision or rev, local_files_only=local_files_only, cache_dir=cache_dir)
+        if not pretrained:
+            return _random_init(res.folder, None, **kwargs)
+        return load_folder(res.folder, **kwargs, info={"name": name, "source": "hf-hub", "repo_id": repo_id,
+                                                       "revision": res.commit})
     if "/" in name or "\\" in name or name.startswith("."):
         raise UnknownNameError(
             "checkpoint", name, get_registry().checkpoints,
-            f"{name!r} looks like a path: to load a saved folder write zoo.load('{LOCAL_PREFIX}{name}').")
+            f"{name!r} looks like a path: to load a saved folder write zoo.load('{LOCAL_PREFIX}{name}'); "
+            f"for a Hub repo write zoo.load('{hub.HUB_PREFIX}ORG/NAME').")
     ref = get_checkpoint(name)
-    if ref.folder is None:
-        raise UnknownNameError("checkpoint", name, [], f"checkpoint {name!r} has no bundled folder")
-    return load_folder(ref.folder, device=device, dtype=dtype, expected_variant=ref.variant,
-                       info={"name": name, "source": "bundled"})
+    res = hub.HubResolution()
+    bundled = ref.folder if ref.folder is not None and revision in (None, ref.revision) else None
+    if bundled is not None and all((Path(bundled) / f).is_file() for f in hub.REQUIRED_FILES):
+        res.folder = Path(bundled)
+        info = {"name": name, "source": "bundled", "revision": ref.revision}
+    else:
+        if ref.folder is not None:
+            res.looked.append(f"bundled folder {ref.folder}: "
+                              f"{'not used for revision ' + repr(revision) if bundled is None else 'incomplete'}")
+        if ref.hub_repo is None:
+            raise hub.unavailable(res)
+        hub.resolve(ref.hub_repo, revision or ref.revision, local_files_only=local_files_only,
+                    cache_dir=cache_dir, resolution=res)
+        info = {"name": name, "source": "hf-hub", "repo_id": ref.hub_repo, "revision": res.commit}
+    if not pretrained:
+        return _random_init(res.folder, ref.variant, **kwargs)
+    return load_folder(res.folder, expected_variant=ref.variant, info=info, **kwargs)
+
+
+def _random_init(folder: Path | None, variant: str | None, *, device: Any, dtype: Any) -> nn.Module:
+    """The architecture that ``folder/config.json`` describes, with fresh random weights."""
+    from zoo.folder import read_config
+
+    name, config = read_config(Path(folder))
+    if variant is not None and name != variant:
+        raise UnknownNameError("variant", name, [variant])
+    with torch.device(device or "cpu"):
+        model = create(name, get_variant(name).config_from_json(config, source=str(folder)))
+    return model.to(dtype=dtype) if dtype is not None else model

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.config import replace_config
-from zoo.data import TensorData, as_data
+from zoo.data import TensorData, as_data, random_shift
 from zoo.registry import get_variant
 from zoo.variant import Variant
 
@@ -38,6 +38,12 @@ class TrainConfig:
     drop_last: bool = False
     progress: bool = True
     refresh_every: int = 20
+    #: With validation data: stop after this many epochs without a better validation loss (None: never).
+    patience: int | None = None
+    #: With validation data: end with the weights of the epoch with the best validation loss.
+    keep_best: bool = True
+    #: Augmentation: shift each training image by up to this many pixels (0: off).
+    max_shift: int = 0
 
 
 @dataclass
@@ -47,6 +53,8 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     val_history: list[dict[str, float]] = field(default_factory=list)
     steps: int = 0
+    #: 1-based epoch whose weights the model ends with when validation selected them.
+    best_epoch: int | None = None
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -92,13 +100,21 @@ class Trainer:
         per_epoch = train.num_batches(cfg.batch_size, cfg.drop_last)
         total = cfg.epochs * per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * per_epoch)
         bar = _progress(total, self.variant.name, cfg.progress)
+        best_loss, best_state = float("inf"), None
         for epoch in range(cfg.epochs):
             self.model.train()
             result.history.append(self._run_epoch(train, order, epoch, bar))
             if val is not None:
                 result.val_history.append(evaluate_loss(self.variant, self.model, val, cfg.batch_size))
+                if result.val_history[-1]["loss"] < best_loss:
+                    best_loss, result.best_epoch = result.val_history[-1]["loss"], epoch + 1
+                    best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                elif cfg.patience is not None and epoch + 1 - result.best_epoch >= cfg.patience:
+                    break
             if cfg.max_steps is not None and self.step >= cfg.max_steps:
                 break
+        if best_state is not None and cfg.keep_best:
+            self.model.load_state_dict(best_state)
         if bar is not None:
             bar.close()
         result.steps = self.step
@@ -110,6 +126,8 @@ class Trainer:
         sums: dict[str, Tensor] = {}
         count = 0
         for batch in train.batches(cfg.batch_size, generator=order, drop_last=cfg.drop_last):
+            if cfg.max_shift:
+                batch = (random_shift(batch[0], cfg.max_shift), *batch[1:])
             terms = self.variant.train_step(self.model, batch, self.optimizers, step=self.step)
             for key, value in terms.items():
                 sums[key] = sums[key] + value if key in sums else value.clone()

