@@ -16,7 +16,7 @@ demo: $(BIN)/zoo
 
 test: $(BIN)/zoo
 	$(BIN)/ruff check zoo plugins tests examples
-	$(BIN)/pytest -q
+	ZOO_STRICT_PLUGINS=1 $(BIN)/pytest -q
 
 clean:
 	rm -rf $(VENV) build *.egg-info

