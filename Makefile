@@ -15,7 +15,7 @@ demo: $(BIN)/zoo
 	$(BIN)/python examples/demo.py
 
 test: $(BIN)/zoo
-	$(BIN)/ruff check zoo plugins tests examples
+	$(BIN)/ruff check zoo plugins tests examples model_cards benchmarks
 	ZOO_STRICT_PLUGINS=1 $(BIN)/pytest -q
 
 clean:

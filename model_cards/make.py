@@ -45,7 +45,8 @@ LIMITS = {
 }
 
 
-def make(recipe: Recipe, out_root: Path = HERE, progress: bool = True) -> dict[str, float]:
+def make(recipe: Recipe, out_root: Path = HERE, progress: bool = True,
+         references: Path = REFERENCES) -> dict[str, float]:
     torch.manual_seed(recipe.train.get("seed", 0))
     model = zoo.create(recipe.variant, **recipe.config)
     fit, val, test = (load_dataset(recipe.dataset, split) for split in ("fit", "val", "test"))
@@ -69,7 +70,8 @@ def make(recipe: Recipe, out_root: Path = HERE, progress: bool = True) -> dict[s
                            limits=LIMITS[recipe.dataset])
     folder = out_root / recipe.name
     model.save_pretrained(folder, card=card)
-    write_reference(model, test, recipe.name)
+    add_samples(folder)
+    write_reference(model, test, recipe.name, references)
     return metrics
 
 
@@ -94,7 +96,36 @@ on the same `fit` rows and early-stopped on the same `val` rows (best epoch {bas
 """
 
 
-def write_reference(model: torch.nn.Module, test, name: str) -> Path:
+SAMPLES_NAME = "samples.png"
+
+
+def write_samples(model: torch.nn.Module, folder: Path) -> str:
+    """A PNG of prior samples next to the card (one row per class for conditional models), and the
+    card section that shows it; empty for non-generative models."""
+    from zoo.pictures import class_rows, prior_samples, save_grid
+
+    variant = zoo.get_variant(model.variant_name)
+    if not variant.generative:
+        return ""
+    classes = getattr(model.config, "num_classes", 0)
+    images = class_rows(model, classes, per_class=10, seed=0) if classes else prior_samples(model, 80, seed=0)
+    save_grid(images, folder / SAMPLES_NAME, nrow=10)
+    what = ("row k: 10 samples of class k (`model.sample(10, y=k)`, seed 0)" if classes
+            else "80 samples from the prior (`model.sample(80)`, seed 0)")
+    return f"\n## Samples\n\n![samples]({SAMPLES_NAME})\n\n{what}.\n"
+
+
+def add_samples(folder: Path) -> Path:
+    """Write samples.png for a checkpoint folder and add its section to the card if missing."""
+    section = write_samples(zoo.load(f"local-dir:{folder}"), folder)
+    card = folder / "README.md"
+    if section and "## Samples" not in card.read_text():
+        text = card.read_text()
+        card.write_text(text.replace("\n## Limits", section + "\n## Limits", 1))
+    return folder
+
+
+def write_reference(model: torch.nn.Module, test, name: str, references: Path = REFERENCES) -> Path:
     """Eight test digits (one per class 0-7) and the model's eval outputs for them."""
     from safetensors.torch import save_file
 
@@ -105,8 +136,8 @@ def write_reference(model: torch.nn.Module, test, name: str) -> Path:
         tensors = {"input": x, "labels": y, "reconstruction": model(x, labels).contiguous()}
         code = model.encode(x, labels)
         tensors["code"] = (code.mean if isinstance(code, DiagonalGaussian) else code).contiguous()
-    REFERENCES.mkdir(parents=True, exist_ok=True)
-    path = REFERENCES / f"{name}.safetensors"
+    references.mkdir(parents=True, exist_ok=True)
+    path = references / f"{name}.safetensors"
     save_file(tensors, str(path))
     return path
 
@@ -118,11 +149,16 @@ def main() -> None:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--references-only", action="store_true",
                         help="only rewrite the reference outputs from the bundled weights (no training)")
+    parser.add_argument("--samples-only", action="store_true",
+                        help="only (re)draw samples.png of the bundled weights and show it on the card")
     args = parser.parse_args()
     names = list(RECIPES) if args.all else args.names
     for name in names:
         if name not in RECIPES:
             raise SystemExit(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
+        if args.samples_only:
+            print(add_samples(HERE / name))
+            continue
         if args.references_only:
             recipe = RECIPES[name]
             print(write_reference(zoo.load(f"local-dir:{HERE / name}"), load_dataset(recipe.dataset, "test"), name))

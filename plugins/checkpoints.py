@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import zoo
+from zoo.cards import front_matter
 from zoo.checkpoints import CheckpointRef
 from zoo.folder import CARD_NAME, CONFIG_NAME, read_config
 
@@ -20,9 +21,7 @@ def bundled_folders() -> list[Path]:
 
 def describe(folder: Path) -> tuple[str, str]:
     """(dataset, headline metric) from the card's YAML front matter."""
-    from huggingface_hub import metadata_load
-
-    meta = metadata_load(folder / CARD_NAME) or {}
+    meta = front_matter(folder / CARD_NAME)
     dataset = (meta.get("datasets") or [""])[0]
     results = {m["type"]: m["value"] for entry in meta.get("model-index", [])
                for result in entry.get("results", []) for m in result.get("metrics", [])}

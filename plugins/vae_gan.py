@@ -43,6 +43,9 @@ class VAEGANConfig(VAEConfig):
     #: "minimax": the decoder minimises gamma*L_llike - L_GAN exactly as in Algorithm 1;
     #: "non_saturating": -log Dis(Dec(.)) instead of log(1 - Dis(Dec(.))) (stronger early gradients).
     generator_loss: str = "minimax"
+    #: The discriminator's learning rate as a multiple of the training lr (below 1 keeps a
+    #: discriminator that wins too fast from starving the decoder of gradient).
+    discriminator_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -120,7 +123,10 @@ class VAEGANVariant(VAEVariant):
         return {"encoder": model.encoder, "decoder": model.decoder, "discriminator": model.discriminator}
 
     def configure_optimizers(self, model: VAEGANModel, train_config: Any) -> dict[str, torch.optim.Optimizer]:
-        return {name: make_adam(net.parameters(), train_config) for name, net in self.networks(model).items()}
+        optimizers = {name: make_adam(net.parameters(), train_config) for name, net in self.networks(model).items()}
+        for group in optimizers["discriminator"].param_groups:
+            group["lr"] = train_config.lr * model.config.discriminator_lr_scale
+        return optimizers
 
     def train_step(self, model: VAEGANModel, batch: Batch, optimizers: dict[str, torch.optim.Optimizer],
                    *, step: int) -> dict[str, Tensor]:

@@ -48,7 +48,11 @@ def test_card_front_matter_and_size(name):
     from huggingface_hub import metadata_load
 
     folder = Path(zoo.get_checkpoint(name).folder)
-    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    files = sorted(p.name for p in folder.iterdir())
+    generative = zoo.get_variant(RECIPES[name].variant).generative
+    assert files == ["README.md", "config.json", "model.safetensors", *(["samples.png"] if generative else [])]
+    if generative:
+        assert "![samples](samples.png)" in (folder / "README.md").read_text()
     meta = metadata_load(folder / "README.md")
     assert meta["library_name"] == "ae-zoo" and meta["license"] == "mit"
     assert "autoencoder" in meta["tags"] and meta["datasets"] == [RECIPES[name].dataset]
@@ -68,3 +72,25 @@ def test_card_numbers_match_a_fresh_evaluation(name):
     assert set(stored) == set(fresh)
     for key, value in stored.items():
         assert math.isclose(fresh[key], value, rel_tol=CARD_TOLERANCE, abs_tol=1e-3), (key, fresh[key], value)
+
+
+def test_make_writes_a_card_whose_numbers_are_the_evaluation(tmp_path):
+    """The recipe pipeline end to end on a tiny model: train, evaluate, write folder, card, samples,
+    reference; the card's model-index holds exactly the evaluated numbers."""
+    from zoo_model_cards.make import make
+    from zoo_model_cards.recipes import Recipe
+
+    recipe = Recipe("tiny-vae-mnist", "vae", "A tiny VAE for the test.", {"latent_dim": 2, "hidden_dims": (16,)},
+                    train={"epochs": 1, "batch_size": 256, "lr": 1e-3, "seed": 0}, nll_samples=20)
+    metrics = make(recipe, out_root=tmp_path, progress=False, references=tmp_path / "refs")
+    folder = tmp_path / "tiny-vae-mnist"
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors",
+                                                        "samples.png"]
+    stored = card_metrics(folder / "README.md")
+    assert set(stored) == set(metrics)
+    for key, value in metrics.items():
+        assert math.isclose(stored[key], value, abs_tol=1e-4), key
+    assert (tmp_path / "refs" / "tiny-vae-mnist.safetensors").is_file()
+    model = zoo.load(f"local-dir:{folder}")
+    again = evaluate(model, load_dataset("mnist", "test"), nll_samples=20)
+    assert math.isclose(again["neg_elbo"], metrics["neg_elbo"], rel_tol=1e-6)

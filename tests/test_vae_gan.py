@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch.distributions import Independent, Normal, kl_divergence
@@ -109,3 +110,12 @@ def test_non_saturating_generator_loss_differs_only_for_the_decoder():
     torch.testing.assert_close(minimax["encoder"], saturating_free["encoder"])
     torch.testing.assert_close(minimax["discriminator"], saturating_free["discriminator"])
     assert not torch.allclose(minimax["decoder"], saturating_free["decoder"])
+
+
+def test_discriminator_learning_rate_scale():
+    variant = zoo.get_variant("vae-gan")
+    model = zoo.create("vae-gan", variant.tiny_config(), discriminator_lr_scale=0.1)
+    optimizers = variant.configure_optimizers(model, zoo.TrainConfig(lr=2e-3))
+    assert [g["lr"] for g in optimizers["encoder"].param_groups] == [2e-3]
+    assert [g["lr"] for g in optimizers["decoder"].param_groups] == [2e-3]
+    assert [g["lr"] for g in optimizers["discriminator"].param_groups] == [pytest.approx(2e-4)]

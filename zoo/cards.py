@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -138,6 +139,19 @@ evaluation within {CARD_TOLERANCE:.0%}).
 
 {limits}
 """
+
+
+def front_matter(card_path: str | Path) -> dict[str, Any]:
+    """The YAML front matter of a model card (what ``huggingface_hub.metadata_load`` returns), read with
+    PyYAML alone: plugin discovery reads every bundled card, and importing huggingface_hub's card
+    module would cost a third of a second."""
+    import yaml
+
+    text = Path(card_path).read_text()
+    if not text.startswith("---"):
+        return {}
+    block = text.split("\n---", 1)[0][3:]
+    return yaml.safe_load(block) or {}
 
 
 def card_metrics(card_path: Any) -> dict[str, float]:

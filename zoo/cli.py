@@ -205,9 +205,9 @@ def _card_dataset(model: Any) -> str | None:
     card = Path(folder) / "README.md" if folder else None
     if card is None or not card.is_file():
         return None
-    from huggingface_hub import metadata_load
+    from zoo.cards import front_matter
 
-    return ((metadata_load(card) or {}).get("datasets") or [None])[0]
+    return (front_matter(card).get("datasets") or [None])[0]
 
 
 def cmd_push(args: argparse.Namespace) -> None:

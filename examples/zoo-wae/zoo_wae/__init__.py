@@ -103,5 +103,5 @@ def zoo_register_variants(register: Any) -> None:
 @zoo.hookimpl
 def zoo_register_checkpoints(register: Any) -> None:
     register(zoo.CheckpointRef(name="wae-digits", variant="wae", folder=CARDS / "wae-digits",
-                               dataset="digits", headline_metric="see card",
+                               dataset="digits",
                                description="WAE-MMD on scikit-learn's 8x8 digits"))
