@@ -58,7 +58,9 @@ def make(recipe: Recipe, out_root: Path = HERE, progress: bool = True,
     training = {
         "data": PROTOCOLS[recipe.dataset],
         "settings": ", ".join(f"{k}={v}" for k, v in recipe.train.items()),
-        "epochs run": len(result.history), "epoch selected on validation": result.best_epoch,
+        "epochs run": len(result.history),
+        "weights kept": (f"epoch {result.best_epoch} (best validation loss)"
+                         if recipe.train.get("keep_best", True) else "the last epoch (no selection)"),
         "optimiser steps": result.steps,
         "budget": f"{seconds / 60:.1f} min on {torch.get_num_threads()} CPU threads "
                   f"({platform.processor() or platform.machine()})",
