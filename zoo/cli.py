@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="model config override, repeatable, e.g. --set latent_dim=8")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
+                   help="write a resumable checkpoint to OUT/checkpoints every STEPS steps and at each epoch end")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in OUT/checkpoints")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="measure a checkpoint or saved folder on a dataset's test split")
@@ -158,9 +161,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     variant = get_variant(args.variant)
     overrides = dict(parse_override(item) for item in args.overrides)
     model = create(variant.name, **overrides)
+    checkpoints = args.checkpoint_every is not None or args.resume
     trainer = Trainer(model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                      device=args.device, max_steps=args.max_steps, progress=not args.no_progress)
-    result = trainer.fit(args.data)
+                      device=args.device, max_steps=args.max_steps, progress=not args.no_progress,
+                      checkpoint_dir=str(args.out / "checkpoints") if checkpoints else None,
+                      checkpoint_every=args.checkpoint_every or 0)
+    result = trainer.fit(args.data, resume=args.resume)
     named = args.data in DATASETS
     metrics: dict[str, float] = {}
     if named:

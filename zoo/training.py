@@ -10,14 +10,17 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from zoo.config import replace_config
+from zoo.checkpointing import STATE_NAME, TrainerState, check_writable, load_checkpoint, save_checkpoint
+from zoo.config import config_to_dict, replace_config
 from zoo.data import TensorData, as_data, random_shift
+from zoo.errors import CheckpointError
 from zoo.registry import get_variant
 from zoo.variant import Variant
 
@@ -44,6 +47,10 @@ class TrainConfig:
     keep_best: bool = True
     #: Augmentation: shift each training image by up to this many pixels (0: off).
     max_shift: int = 0
+    #: Folder for the resumable training checkpoint (written at every epoch end); None: no checkpoints.
+    checkpoint_dir: str | None = None
+    #: Also write the checkpoint every this many optimiser steps (0: only at epoch ends).
+    checkpoint_every: int = 0
 
 
 @dataclass
@@ -82,7 +89,10 @@ class Trainer:
         self.optimizers: dict[str, torch.optim.Optimizer] | None = None
         self.step = 0
 
-    def fit(self, train_data: Any, val_data: Any = None) -> TrainResult:
+    def fit(self, train_data: Any, val_data: Any = None, *, resume: bool = False) -> TrainResult:
+        """Train; with ``resume=True`` continue from ``checkpoint_dir``'s checkpoint exactly where it
+        stopped (same data order, RNG streams and optimiser state, so the result matches an
+        uninterrupted run bit for bit on the same machine and software)."""
         cfg = self.config
         seed_everything(cfg.seed)
         input_shape = getattr(self.model.config, "input_shape", None)
@@ -95,37 +105,68 @@ class Trainer:
                             f"or a labelled dataset")
         if self.optimizers is None:
             self.optimizers = self.variant.configure_optimizers(self.model, cfg)
+        self._checkpoint = Path(cfg.checkpoint_dir) / STATE_NAME if cfg.checkpoint_dir else None
+        if self._checkpoint is not None:
+            check_writable(self._checkpoint.parent, self.model)
         order = torch.Generator().manual_seed(cfg.seed)
-        result = TrainResult()
+        state, sums, self._best = TrainerState(), {}, None
+        if resume:
+            if self._checkpoint is None or not self._checkpoint.is_file():
+                raise CheckpointError(f"nothing to resume: no {STATE_NAME} in {cfg.checkpoint_dir!r} "
+                                      f"(set checkpoint_dir to the folder of the interrupted run)")
+            state, order_state, sums, self._best = load_checkpoint(self._checkpoint, self.model, self.optimizers,
+                                                                   self.device)
+            order.set_state(order_state)
+            self.step = state.step
         per_epoch = train.num_batches(cfg.batch_size, cfg.drop_last)
         total = cfg.epochs * per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * per_epoch)
         bar = _progress(total, self.variant.name, cfg.progress)
-        best_loss, best_state = float("inf"), None
-        for epoch in range(cfg.epochs):
+        if bar is not None:
+            bar.update(self.step)
+        while state.epoch < cfg.epochs and (cfg.max_steps is None or self.step < cfg.max_steps):
             self.model.train()
-            result.history.append(self._run_epoch(train, order, epoch, bar))
-            if val is not None:
-                result.val_history.append(evaluate_loss(self.variant, self.model, val, cfg.batch_size))
-                if result.val_history[-1]["loss"] < best_loss:
-                    best_loss, result.best_epoch = result.val_history[-1]["loss"], epoch + 1
-                    best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                elif cfg.patience is not None and epoch + 1 - result.best_epoch >= cfg.patience:
-                    break
-            if cfg.max_steps is not None and self.step >= cfg.max_steps:
+            start_of_epoch = order.get_state()
+            means, complete = self._run_epoch(train, order, start_of_epoch, state, sums, bar)
+            state.history.append(means)
+            sums = {}
+            if not complete:  # max_steps inside the epoch: the checkpoint keeps the mid-epoch position
                 break
-        if best_state is not None and cfg.keep_best:
-            self.model.load_state_dict(best_state)
+            stop = False
+            if val is not None:
+                state.val_history.append(evaluate_loss(self.variant, self.model, val, cfg.batch_size))
+                if state.val_history[-1]["loss"] < state.best_loss:
+                    state.best_loss, state.best_epoch = state.val_history[-1]["loss"], state.epoch + 1
+                    self._best = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                elif cfg.patience is not None and state.epoch + 1 - state.best_epoch >= cfg.patience:
+                    stop = True
+            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+            self._save(state, order.get_state(), {})
+            if stop:
+                break
+        if self._best is not None and cfg.keep_best:
+            self.model.load_state_dict(self._best)
         if bar is not None:
             bar.close()
-        result.steps = self.step
         self.model.eval()
-        return result
+        return TrainResult(history=state.history, val_history=state.val_history, steps=self.step,
+                           best_epoch=state.best_epoch)
 
-    def _run_epoch(self, train: TensorData, order: torch.Generator, epoch: int, bar: Any) -> dict[str, float]:
+    def _save(self, state: TrainerState, order_state: Tensor, sums: dict[str, Tensor]) -> None:
+        if self._checkpoint is not None:
+            state.step = self.step
+            save_checkpoint(self._checkpoint, state, self.model, self.optimizers, order_state, sums, self._best,
+                            config_to_dict(self.config))
+
+    def _run_epoch(self, train: TensorData, order: torch.Generator, start_of_epoch: Tensor, state: TrainerState,
+                   sums: dict[str, Tensor], bar: Any) -> tuple[dict[str, float], bool]:
+        """One epoch (from batch ``state.batch_in_epoch`` when resuming, until ``max_steps`` at most):
+        the mean of each loss term over its batches, and whether the epoch ran to its end."""
         cfg = self.config
-        sums: dict[str, Tensor] = {}
-        count = 0
-        for batch in train.batches(cfg.batch_size, generator=order, drop_last=cfg.drop_last):
+        count, complete = state.batch_in_epoch, True
+        per_epoch = train.num_batches(cfg.batch_size, cfg.drop_last)
+        for i, batch in enumerate(train.batches(cfg.batch_size, generator=order, drop_last=cfg.drop_last)):
+            if i < state.batch_in_epoch:
+                continue  # already trained on before the interruption
             if cfg.max_shift:
                 batch = (random_shift(batch[0], cfg.max_shift), *batch[1:])
             terms = self.variant.train_step(self.model, batch, self.optimizers, step=self.step)
@@ -136,12 +177,16 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
                 if count % cfg.refresh_every == 0:
-                    bar.set_postfix(_postfix(epoch, sums, count), refresh=False)
-            if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                    bar.set_postfix(_postfix(state.epoch, sums, count), refresh=False)
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                state.batch_in_epoch = i + 1
+                self._save(state, start_of_epoch, sums)
+            if cfg.max_steps is not None and self.step >= cfg.max_steps and i + 1 < per_epoch:
+                complete = False
                 break
         if bar is not None:
-            bar.set_postfix(_postfix(epoch, sums, count))
-        return {k: float(v) / max(count, 1) for k, v in sums.items()}
+            bar.set_postfix(_postfix(state.epoch, sums, count))
+        return {k: float(v) / max(count, 1) for k, v in sums.items()}, complete
 
 
 @torch.no_grad()
