@@ -88,6 +88,8 @@ class Trainer:
         self.model = model.to(self.device)
         self.optimizers: dict[str, torch.optim.Optimizer] | None = None
         self.step = 0
+        self._checkpoint = Path(self.config.checkpoint_dir) / STATE_NAME if self.config.checkpoint_dir else None
+        self._best: dict[str, Tensor] | None = None  # weights of the best validation epoch so far
 
     def fit(self, train_data: Any, val_data: Any = None, *, resume: bool = False) -> TrainResult:
         """Train; with ``resume=True`` continue from ``checkpoint_dir``'s checkpoint exactly where it
@@ -105,7 +107,6 @@ class Trainer:
                             f"or a labelled dataset")
         if self.optimizers is None:
             self.optimizers = self.variant.configure_optimizers(self.model, cfg)
-        self._checkpoint = Path(cfg.checkpoint_dir) / STATE_NAME if cfg.checkpoint_dir else None
         if self._checkpoint is not None:
             check_writable(self._checkpoint.parent, self.model)
         order = torch.Generator().manual_seed(cfg.seed)
