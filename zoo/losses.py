@@ -22,7 +22,7 @@ LIKELIHOODS = ("bernoulli", "gaussian", "mse")
 def check_unit_range(x: Tensor) -> None:
     """Fail clearly when Bernoulli targets fall outside [0, 1]."""
     lo, hi = torch.aminmax(x.detach())
-    if lo < 0 or hi > 1:
+    if bool((lo < 0) | (hi > 1)):  # one host sync per call: this runs every training step
         raise DataError(
             f"the Bernoulli likelihood (BCE) needs targets in [0, 1], but the data spans "
             f"[{float(lo):.4g}, {float(hi):.4g}]. Scale the data (e.g. divide 0-255 pixels by 255), "

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from zoo.checkpoints import CheckpointRef
-from zoo.errors import UnknownNameError
+from zoo.errors import ConfigError, UnknownNameError
 from zoo.plugins import get_registry
 from zoo.variant import Variant
 
@@ -114,7 +114,7 @@ def _random_init(folder: Path | None, variant: str | None, *, device: Any, dtype
 
     name, config = read_config(Path(folder))
     if variant is not None and name != variant:
-        raise UnknownNameError("variant", name, [variant])
+        raise ConfigError(f"{Path(folder) / 'config.json'} says variant {name!r}, expected {variant!r}")
     with torch.device(device or "cpu"):
         model = create(name, get_variant(name).config_from_json(config, source=str(folder)))
     return model.to(dtype=dtype) if dtype is not None else model
