@@ -35,6 +35,7 @@ _LAZY = {
     "train": "zoo.training",
     "Trainer": "zoo.training",
     "TrainConfig": "zoo.training",
+    "finetune": "zoo.finetuning",
     "register_plugin": "zoo.plugins",
     "unregister_plugin": "zoo.plugins",
     "reload_plugins": "zoo.plugins",
@@ -45,6 +46,7 @@ __all__ = ["__version__", "hookimpl", *_LAZY]
 if TYPE_CHECKING:
     from zoo.checkpoints import CheckpointRef
     from zoo.distributions import DiagonalGaussian
+    from zoo.finetuning import finetune
     from zoo.model import ZooModel
     from zoo.plugins import register_plugin, reload_plugins, unregister_plugin
     from zoo.registry import create, get_checkpoint, get_variant, list_checkpoints, list_variants, load

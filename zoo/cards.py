@@ -72,6 +72,16 @@ METRIC_NAMES = {
     "active_units": "active units (Var_x E_q[z_i] > 0.01)",
     "recon_mse": "squared error of the deterministic reconstruction, per example",
     "recon_bce": "binary cross-entropy of the deterministic reconstruction, per example (nats)",
+    "fcd": "Frechet classifier distance of 5,000 samples to the test images (zoo's MNIST classifier features; "
+           "not the Inception FID)",
+    "sharpness": "sharpness of 5,000 samples (mean variance of the Laplacian)",
+    "sharpness_real": "sharpness of the test images, for comparison",
+    "confidence": "classifier's mean top-class probability on 5,000 samples",
+    "conditional_accuracy": "classifier accuracy on the requested label, 500 samples per class",
+    "mig": "MIG, all 5 factors, 10,000 points (as the protocol), posterior means, 20 bins",
+    "factor_vae_score": "FactorVAE score, 10,000 points for the variances, 500 train / 250 eval votes of 64 "
+                        "(protocol: 10,000 / 5,000)",
+    "beta_vae_score": "beta-VAE score, 250 train / 125 eval points of 64 pairs (protocol: 10,000 / 5,000)",
 }
 
 

@@ -1,4 +1,4 @@
-"""The ``zoo`` command: list, info, plugins, train, sample."""
+"""The ``zoo`` command: list, info, plugins, train, eval, push, fetch, sample, experiment."""
 
 from __future__ import annotations
 
@@ -59,12 +59,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in OUT/checkpoints")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("finetune", help="fine-tune a pretrained model on your data: OUT/ best weights, OUT/last/ last")
+    p.add_argument("name", help="a checkpoint name, hf-hub:ORG/NAME or a saved folder")
+    p.add_argument("--data", required=True, help="dataset name (mnist, digits, mnist-full), image folder (flat, or "
+                                                 "one sub-folder per class) or .npz/.pt tensor file")
+    p.add_argument("--out", required=True, type=Path, help="output folder (best weights; OUT/last: the last ones)")
+    p.add_argument("--epochs", type=int, default=None, help="default 10")
+    p.add_argument("--batch-size", type=int, default=None, help="default 128")
+    p.add_argument("--lr", type=float, default=None, help="default 1e-4, a tenth of zoo train's")
+    p.add_argument("--seed", type=int, default=None, help="default 0; also draws the validation part")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, ...")
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--freeze", default=None, metavar="PART", help="encoder or decoder: hold its weights fixed")
+    p.add_argument("--reset-head", action="store_true",
+                   help="re-initialise only the weights whose shape a config change alters (e.g. cvae with another "
+                        "number of classes) and load all others")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="model config override, repeatable, e.g. --set beta=2 --set warmup_steps=500")
+    p.add_argument("--val-fraction", type=float, default=None,
+                   help="share of the data held out (seeded) for early stopping and the card's metrics (default 0.1)")
+    p.add_argument("--patience", type=int, default=None,
+                   help="stop after this many epochs without a better validation loss (default 3)")
+    p.add_argument("--nll-samples", type=int, default=None, help="importance samples for the validation NLL "
+                                                                  "(default 100; 0: skip)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
+                   help="write a resumable checkpoint to OUT/checkpoints every STEPS steps and at each epoch end")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in OUT/checkpoints")
+    p.set_defaults(func=cmd_finetune)
+
     p = sub.add_parser("eval", help="measure a checkpoint or saved folder on a dataset's test split")
     p.add_argument("model", help="a checkpoint name, hf-hub:ORG/NAME or a saved folder")
     p.add_argument("--data", default=None, help="dataset name (default: the one in the model card, else mnist)")
     p.add_argument("--split", default="test")
     p.add_argument("--nll-samples", type=int, default=1000, help="importance samples for the NLL (0: skip)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--report", type=Path, default=None, metavar="DIR",
+                   help="also write DIR/report.md with per-latent numbers and every picture that applies")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("push", help="publish a model folder to the Hugging Face Hub")
@@ -89,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("samples.png"))
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("experiment", help="rerun one of the lecture's claims as a measured experiment")
+    p.add_argument("name", help="an experiment name, or 'list'")
+    p.add_argument("--out", type=Path, default=Path("experiments"), help="writes OUT/NAME/ (default: experiments)")
+    p.add_argument("--quick", action="store_true", help="a short version (what the tests run)")
+    p.set_defaults(func=cmd_experiment)
     return parser
 
 
@@ -189,6 +226,20 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"{where}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
 
 
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from zoo.config import parse_override
+    from zoo.finetuning import finetune
+
+    options = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+               "device": args.device, "max_steps": args.max_steps, "patience": args.patience,
+               "checkpoint_every": args.checkpoint_every, "val_fraction": args.val_fraction,
+               "nll_samples": args.nll_samples}
+    result = finetune(load_any(args.name), args.data, out=args.out, freeze=args.freeze, reset_head=args.reset_head,
+                      config_overrides=dict(parse_override(item) for item in args.overrides), resume=args.resume,
+                      progress=not args.no_progress, command="zoo " + shlex.join(args.argv),
+                      **{k: v for k, v in options.items() if v is not None})
+    print(result.report())
+
 def cmd_eval(args: argparse.Namespace) -> None:
     from zoo.data import as_data
     from zoo.evaluation import evaluate
@@ -196,7 +247,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
     model = load_any(args.model)
     dataset = args.data or _card_dataset(model) or "mnist"
     data = as_data(dataset, model.config.input_shape, split=args.split)
-    metrics = evaluate(model, data, nll_samples=args.nll_samples)
+    metrics = evaluate(model, data, nll_samples=args.nll_samples, dataset=dataset)
+    if args.report is not None:
+        from zoo.report import write_report
+
+        report = write_report(model, data, args.report, title=args.model, dataset=dataset, metrics=metrics)
+        print(f"wrote {report}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(metrics, indent=2))
         return
@@ -273,3 +329,15 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def cmd_experiment(args: argparse.Namespace) -> None:
+    from zoo.experiments import EXPERIMENTS, claim, run_experiment
+
+    if args.name == "list":
+        for name in EXPERIMENTS:
+            print(f"{name:<22} {claim(name)}")
+        return
+    result = run_experiment(args.name, args.out, quick=args.quick)
+    print(f"{result.name}: the claim {result.status}. {result.verdict}")
+    print(f"wrote {args.out / result.name}/README.md")

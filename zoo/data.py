@@ -17,13 +17,14 @@ Names understood by :func:`load_dataset` (and ``--data`` on the command line):
     ``val`` and ``test`` are fixed random subsets of 500 and 1,000 images held in memory.
 
 Pixels are scaled to [0, 1]. :func:`as_data` also accepts tensors, numpy arrays, ``(x, y)`` pairs,
-an image folder path, or a torch ``Dataset``.
+an image folder path, a ``.npz``/``.pt`` tensor file (:func:`read_tensor_file`), or a torch ``Dataset``.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import pickle
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,9 @@ from zoo.errors import DataError, UnknownNameError
 
 SPLITS = ("train", "fit", "val", "test")
 DATASETS = ("mnist", "mnist-full", "digits", "dsprites")
+TENSOR_FILES = (".npz", ".pt")
+#: Names under which a tensor file may hold the images and the labels.
+IMAGE_KEYS, LABEL_KEYS = ("x", "images"), ("y", "labels")
 
 
 @dataclass
@@ -182,8 +186,9 @@ def as_data(data: Any, input_shape: Sequence[int] | None = None, *, split: str =
     """Turn what the user passed into :class:`TensorData` shaped like ``input_shape``.
 
     Accepts a dataset name, a Tensor or numpy array of images, an ``(x, y)`` pair, an image-folder
-    path, a torch ``Dataset`` yielding ``x`` or ``(x, y)``, a ``TensorData``, or a streaming source
-    with ``batches``/``num_batches`` (e.g. :class:`zoo.dsprites.DSprites`), passed through as it is.
+    path, a ``.npz``/``.pt`` tensor file, a torch ``Dataset`` yielding ``x`` or ``(x, y)``, a
+    ``TensorData``, or a streaming source with ``batches``/``num_batches`` (e.g.
+    :class:`zoo.dsprites.DSprites`), passed through as it is.
     """
     if isinstance(data, TensorData):
         return _reshape(data, input_shape)
@@ -195,19 +200,24 @@ def as_data(data: Any, input_shape: Sequence[int] | None = None, *, split: str =
         path = Path(data)
         if path.is_dir():
             return image_folder(path, input_shape)
-        raise DataError(f"{data!r} is neither a dataset name ({', '.join(DATASETS)}) nor an image folder")
+        if path.suffix in TENSOR_FILES and path.is_file():
+            x, y = read_tensor_file(path)
+            return as_data(x if y is None else (x, y), input_shape)
+        raise DataError(f"{data!r} is neither a dataset name ({', '.join(DATASETS)}), an image folder nor an "
+                        f"existing {'/'.join(TENSOR_FILES)} tensor file")
     if isinstance(data, tuple | list) and len(data) == 2:
-        x, y = (_to_tensor(v) for v in data)
+        x, y = (to_tensor(v) for v in data)
         return _reshape(TensorData(_images(x), y.long()), input_shape)
     if isinstance(data, Tensor | np.ndarray):
-        return _reshape(TensorData(_images(_to_tensor(data))), input_shape)
+        return _reshape(TensorData(_images(to_tensor(data))), input_shape)
     if isinstance(data, torch.utils.data.Dataset):
         return _from_dataset(data, input_shape)
     raise DataError(f"cannot use {type(data).__name__} as data: pass a dataset name, tensor, array, "
                     f"(x, y) pair, image folder or torch Dataset")
 
 
-def _to_tensor(value: Any) -> Tensor:
+def to_tensor(value: Any) -> Tensor:
+    """A tensor from a tensor, array or nested sequence (no copy when it already is one)."""
     return value if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))
 
 
@@ -233,26 +243,97 @@ def _from_dataset(dataset: torch.utils.data.Dataset, input_shape: Sequence[int] 
     xs, ys = [], []
     for item in dataset:  # type: ignore[attr-defined]
         x, y = (item, None) if isinstance(item, Tensor) else (item[0], item[1])
-        xs.append(_to_tensor(x))
+        xs.append(to_tensor(x))
         if y is not None:
             ys.append(int(y))
     y = torch.tensor(ys) if len(ys) == len(xs) else None
     return _reshape(TensorData(_images(torch.stack(xs)), y), input_shape)
 
 
-def image_folder(path: Path, input_shape: Sequence[int] | None = None) -> TensorData:
-    """Images under ``path`` (PNG/JPEG), one sub-folder per class, resized to ``input_shape``."""
-    from torchvision import datasets, transforms
+def read_tensor_file(path: Path) -> tuple[Tensor, Tensor | None]:
+    """Images and labels (or None) from a ``.npz`` or ``.pt`` file, as stored (no scaling or reshaping).
 
+    The file holds the images alone, or ``x``/``images`` and ``y``/``labels`` (named arrays in a
+    ``.npz``; a dict or an ``(x, y)`` pair in a ``.pt``). Nothing is unpickled: ``.npz`` files are
+    read with ``allow_pickle=False`` and ``.pt`` files with ``torch.load(weights_only=True)``, so a
+    file holding arbitrary Python objects is refused instead of executed.
+    """
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                payload: Any = {key: torch.from_numpy(arrays[key]) for key in arrays.files}
+        except ValueError as err:  # object arrays would need pickle
+            raise DataError(f"cannot read {path} without unpickling ({err}); store numeric arrays only") from err
+    else:
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            lines = str(err).splitlines()
+            reason = next((line.strip() for line in lines if "WeightsUnpickler error" in line), lines[0])
+            raise DataError(f"refused to load {path}: it holds more than tensors, and .pt data is read with "
+                            f"torch.load(weights_only=True), which never unpickles arbitrary objects ({reason}). "
+                            f"Save plain tensors: torch.save({{'x': images, 'y': labels}}, path).") from err
+        except Exception as err:  # torch.load raises assorted types (KeyError, RuntimeError, EOFError) for bad files
+            raise DataError(f"cannot read {path} as a torch.save file: {err!r}") from err
+    if isinstance(payload, Tensor):
+        return payload, None
+    if isinstance(payload, tuple | list) and len(payload) == 2 and all(isinstance(v, Tensor) for v in payload):
+        return payload[0], payload[1]
+    if isinstance(payload, dict):
+        if len(payload) == 1:
+            payload = {IMAGE_KEYS[0]: next(iter(payload.values()))}
+        x = next((payload[k] for k in IMAGE_KEYS if k in payload), None)
+        y = next((payload[k] for k in LABEL_KEYS if k in payload), None)
+        if isinstance(x, Tensor) and (y is None or isinstance(y, Tensor)):
+            return x, y
+    found = sorted(map(str, payload)) if isinstance(payload, dict) else type(payload).__name__
+    raise DataError(f"{path} holds {found}: expected the images alone, an (images, labels) pair, or tensors "
+                    f"named {' or '.join(IMAGE_KEYS)} and (optionally) {' or '.join(LABEL_KEYS)}")
+
+
+def image_files(path: Path) -> tuple[list[Path], list[int] | None]:
+    """The image files under ``path`` and their labels: one sub-folder per class (labels 0..K-1 in
+    sorted folder-name order, as torchvision's ``ImageFolder``), or, when ``path`` has no
+    sub-folders, the images directly in it, unlabelled (None)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    try:
+        if any(p.is_dir() for p in path.iterdir()):
+            _, index = find_classes(str(path))
+            samples = make_dataset(str(path), index, IMG_EXTENSIONS)
+            return [Path(file) for file, _ in samples], [label for _, label in samples]
+    except (FileNotFoundError, RuntimeError) as err:
+        raise DataError(f"cannot read images under {path}: {err} (expected one sub-folder per class)") from err
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMG_EXTENSIONS)
+    if not files:
+        raise DataError(f"no images ({', '.join(IMG_EXTENSIONS)}) under {path}")
+    return files, None
+
+
+def image_folder(path: Path, input_shape: Sequence[int] | None = None, *,
+                 require_classes: bool = True) -> TensorData:
+    """Images under ``path`` (PNG/JPEG), one sub-folder per class, resized to ``input_shape``.
+
+    ``require_classes=False`` also takes a flat folder of images, as unlabelled data.
+    """
+    from PIL import Image
+    from torchvision import transforms
+
+    files, labels = image_files(path)
+    if labels is None and require_classes:
+        raise DataError(f"cannot read images under {path}: no class folders (expected one sub-folder per class)")
     steps = []
     if input_shape is not None:
         c, h, w = input_shape
-        steps += [transforms.Grayscale(1) if c == 1 else transforms.Lambda(lambda im: im.convert("RGB")),
-                  transforms.Resize((h, w))]
+        steps += [transforms.Grayscale(1)] if c == 1 else []
+        steps.append(transforms.Resize((h, w)))
     steps.append(transforms.ToTensor())
-    try:
-        dataset = datasets.ImageFolder(str(path), transform=transforms.Compose(steps))
-    except (FileNotFoundError, RuntimeError) as err:
-        raise DataError(f"cannot read images under {path}: {err} "
-                        f"(expected one sub-folder per class)") from err
-    return _from_dataset(dataset, input_shape)
+    transform = transforms.Compose(steps)
+    images = []
+    for file in files:
+        try:
+            with Image.open(file) as im:
+                images.append(transform(im.convert("RGB")))
+        except OSError as err:  # PIL's UnidentifiedImageError included
+            raise DataError(f"cannot read the image {file}: {err}") from err
+    return _reshape(TensorData(torch.stack(images), None if labels is None else torch.tensor(labels)), input_shape)

@@ -1,11 +1,27 @@
-"""Image grids of a model's reconstructions and samples (PNG through torchvision)."""
+"""Pictures of a model: image grids of reconstructions, samples, interpolations, latent traversals and the 2-D
+manifold (PNG through torchvision), and matplotlib plots of the latent space (scatter of codes, per-latent KL).
+
+matplotlib and torchvision are imported inside the functions that draw, so ``import zoo.pictures`` stays light.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from zoo.distributions import DiagonalGaussian
+from zoo.metrics import costly_latents
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from zoo.data import TensorData
 
 
 @torch.no_grad()
@@ -41,3 +57,303 @@ def save_grid(images: Tensor, path: str | Path, nrow: int = 8) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(images, str(path), nrow=nrow, padding=2, pad_value=1.0)
     return path
+
+
+# --- Latent-space pictures of any trained model -------------------------------------------------------------------
+#
+# VAE-family encoders return a DiagonalGaussian (its mean is the code used here); deterministic autoencoders return
+# the code tensor itself. Tensor-returning functions run under no_grad in eval mode, restore the training flag and
+# return images (N, C, H, W) in [0, 1] on the CPU; save_* functions write a PNG and return its path.
+
+INTERPOLATIONS = ("linear", "slerp")
+#: Below this sin(angle) two codes count as (anti)parallel and slerp falls back to linear interpolation.
+PARALLEL_EPS = 1e-3
+#: Images encoded at once when a whole data set is encoded (bounds memory, not results).
+ENCODE_BATCH = 500
+
+
+@contextmanager
+def _evaluating(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no autograd for the body; the model's training flag is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _conditional(model: nn.Module) -> bool:
+    return getattr(model.config, "num_classes", 0) > 0
+
+
+def _as_batch(x: Tensor) -> Tensor:
+    """One image (C, H, W) or a batch (N, C, H, W) -> a batch."""
+    if x.dim() not in (3, 4):
+        raise ValueError(f"expected an image (C, H, W) or a batch (N, C, H, W), got shape {tuple(x.shape)}")
+    return x.unsqueeze(0) if x.dim() == 3 else x
+
+
+def _repeat_labels(y: Tensor | int | None, times: int) -> Tensor | int | None:
+    """Labels of N inputs -> labels of their N * ``times`` decodes (each repeated ``times`` in a row)."""
+    return y.repeat_interleave(times, dim=0) if isinstance(y, Tensor) else y
+
+
+def _images(decoded: Tensor) -> Tensor:
+    return decoded.float().clamp(0, 1).cpu()
+
+
+def _code(encoded: DiagonalGaussian | Tensor) -> Tensor:
+    """The point in latent space an encoding stands for: the posterior mean, or a deterministic code."""
+    return encoded.mean if isinstance(encoded, DiagonalGaussian) else encoded
+
+
+def _encode_all(model: nn.Module, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Codes (N, D) of a whole data set, and its per-latent KL (N, D) for a VAE (None for an autoencoder).
+
+    Encoded ``ENCODE_BATCH`` images at a time; labels are passed only to conditional models.
+    """
+    device = _device(model)
+    labels = y if _conditional(model) else None
+    codes, kls = [], []
+    for start in range(0, len(x), ENCODE_BATCH):
+        batch_y = None if labels is None else labels[start:start + ENCODE_BATCH].to(device)
+        encoded = model.encode(x[start:start + ENCODE_BATCH].to(device), batch_y)
+        codes.append(_code(encoded).float().cpu())
+        if isinstance(encoded, DiagonalGaussian):
+            kls.append(encoded.kl_standard_normal().float().cpu())
+    return torch.cat(codes), torch.cat(kls) if kls else None
+
+
+def slerp(a: Tensor, b: Tensor, t: Tensor | float) -> Tensor:
+    """Spherical interpolation between codes ``a`` and ``b`` (last dim) at fraction ``t`` (0 -> a, 1 -> b).
+
+    Follows the great circle through a and b (White 2016, "Sampling generative networks"): for codes of equal norm
+    every point keeps that norm, whereas the linear midpoint of two Gaussian codes has a norm atypical of the prior.
+    (Anti)parallel codes, whose circle is ill-defined, are interpolated linearly. ``t`` broadcasts against
+    ``a[..., :1]``: codes (P, 1, D) with t (T, 1) give (P, T, D).
+    """
+    t = torch.as_tensor(t, dtype=a.dtype, device=a.device)
+    cos = (F.normalize(a, dim=-1) * F.normalize(b, dim=-1)).sum(-1, keepdim=True).clamp(-1.0, 1.0)
+    omega = torch.arccos(cos)
+    sin = torch.sin(omega)
+    safe_sin = sin.clamp_min(PARALLEL_EPS)
+    spherical = torch.sin((1 - t) * omega) / safe_sin * a + torch.sin(t * omega) / safe_sin * b
+    linear = (1 - t) * a + t * b
+    return torch.where(sin < PARALLEL_EPS, linear, spherical)
+
+
+def interpolate(model: nn.Module, x_a: Tensor, x_b: Tensor, steps: int = 10, method: str = "linear",
+                y: Tensor | int | None = None) -> Tensor:
+    """Decodes of ``steps`` codes from x_a's to x_b's: one row per pair, (P * steps, C, H, W).
+
+    ``x_a`` and ``x_b`` are one image each (C, H, W) or P pairs (P, C, H, W). Codes are posterior means (VAEs) or
+    the codes (autoencoders), interpolated ``"linear"``ly or by ``"slerp"``; the first and last images of a row are
+    the decodes of the endpoints' codes. For a conditional model ``y`` (one label, or P labels) conditions both
+    encodes and the row's decodes, so a row morphs the style within that class.
+    """
+    if method not in INTERPOLATIONS:
+        raise ValueError(f"unknown interpolation method {method!r}: choose one of {', '.join(INTERPOLATIONS)}")
+    if steps < 2:
+        raise ValueError(f"an interpolation needs steps >= 2 (both endpoints), got {steps}")
+    x_a, x_b = _as_batch(x_a), _as_batch(x_b)
+    if x_a.shape != x_b.shape:
+        raise ValueError(f"x_a and x_b must have the same shape, got {tuple(x_a.shape)} and {tuple(x_b.shape)}")
+    with _evaluating(model):
+        device = _device(model)
+        a = _code(model.encode(x_a.to(device), y))[:, None]  # (P, 1, D)
+        b = _code(model.encode(x_b.to(device), y))[:, None]
+        t = torch.linspace(0, 1, steps, device=device, dtype=a.dtype)[:, None]  # (T, 1)
+        z = slerp(a, b, t) if method == "slerp" else (1 - t) * a + t * b  # (P, T, D)
+        return _images(model.decode(z.reshape(-1, z.shape[-1]), _repeat_labels(y, steps)))
+
+
+def _choose_dims(score: Tensor, dims: int | Sequence[int] | None) -> list[int]:
+    """Latents to show, most informative (highest ``score``) first: all, the top ``dims``, or those listed."""
+    latent_dim = len(score)
+    order = torch.argsort(score, descending=True, stable=True).tolist()
+    if dims is None:
+        return order
+    if isinstance(dims, int):
+        if not 1 <= dims <= latent_dim:
+            raise ValueError(f"dims={dims}: ask for 1..{latent_dim} latents (the latent has {latent_dim} dims)")
+        return order[:dims]
+    chosen = set(dims)
+    if not chosen or len(chosen) != len(dims) or any(not 0 <= d < latent_dim for d in chosen):
+        raise ValueError(f"dims must be distinct latent indices in 0..{latent_dim - 1}, got {list(dims)}")
+    return [d for d in order if d in chosen]
+
+
+def traversals(model: nn.Module, x: Tensor, *, dims: int | Sequence[int] | None = None, steps: int = 9,
+               span: float = 3.0, y: Tensor | int | None = None,
+               data: TensorData | None = None) -> tuple[Tensor, list[int]]:
+    """Latent traversals around one image's code: (images (len(order) * steps, C, H, W), order).
+
+    Row r varies latent ``order[r]`` alone over ``steps`` values, the other latents staying at x's code, so a
+    row shows what that one latent controls. For a VAE the values are linspace(-span, span) in prior units
+    (absolute, not offsets), and rows are sorted by mean KL per latent (descending) over ``data`` when given,
+    else by x's own KL: informative latents first, collapsed ones (KL ~ 0, rows that do not change) last. A
+    deterministic autoencoder has no prior or KL: it needs ``data``, whose per-latent code mean and standard
+    deviation set the values (mean + linspace(-span, span) * std) and whose code variance sets the order.
+    ``dims``: None for every latent, an int k for the k first in that order, or a list of latents to show
+    (still sorted). ``y`` is x's label for a conditional model; ``data.y`` are the data's labels.
+    """
+    x = _as_batch(x)
+    if len(x) != 1:
+        raise ValueError(f"traversals go around one image's code: pass one image, got a batch of {len(x)}")
+    if steps < 2:
+        raise ValueError(f"a traversal needs steps >= 2, got {steps}")
+    with _evaluating(model):
+        encoded = model.encode(x.to(_device(model)), y)
+        base = _code(encoded)[0]
+        if isinstance(encoded, DiagonalGaussian):
+            kl = _encode_all(model, data.x, data.y)[1] if data is not None else encoded.kl_standard_normal()
+            score, centre, scale = kl.mean(0), torch.zeros_like(base), torch.ones_like(base)
+        else:
+            if data is None:
+                raise ValueError("a deterministic autoencoder has no prior to traverse in: pass data=... (e.g. the "
+                                 "test set) to scale each latent by its spread over the data and order by variance")
+            codes = _encode_all(model, data.x, data.y)[0].to(base)
+            score, centre, scale = codes.var(0), codes.mean(0), codes.std(0)
+        order = _choose_dims(score, dims)
+        values = torch.linspace(-span, span, steps, device=base.device, dtype=base.dtype)
+        z = base.repeat(len(order), steps, 1)  # (rows, steps, D)
+        for row, d in enumerate(order):
+            z[row, :, d] = centre[d] + values * scale[d]
+        images = _images(model.decode(z.reshape(-1, len(base)), _repeat_labels(y, len(order) * steps)))
+    return images, order
+
+
+def manifold(model: nn.Module, n: int = 20, *, bound: float = 0.05, y: int | None = None) -> Tensor:
+    """The learned manifold of a 2-D latent VAE (Kingma & Welling 2014, fig. 4): (n * n, C, H, W).
+
+    Decodes an n x n grid of z = (Phi^-1(u), Phi^-1(v)) for u, v evenly spaced in [bound, 1 - bound], so equal
+    prior mass lies between neighbours: z1 grows left to right, z2 bottom to top. ``y`` is the class of a
+    conditional model.
+    """
+    latent_dim = model.config.latent_dim
+    if latent_dim != 2:
+        raise ValueError(f"this model's latent has {latent_dim} dims and manifold() needs 2; "
+                         f"use traversals() to show one latent at a time")
+    if not 0 < bound < 0.5:
+        raise ValueError(f"bound is the outermost quantile and must lie in (0, 0.5), got {bound}")
+    with _evaluating(model):
+        device = _device(model)
+        grid = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(bound, 1 - bound, n)).to(device)
+        z = torch.stack([grid.repeat(n), grid.flip(0).repeat_interleave(n)], dim=1)  # row i: z2 = grid[n - 1 - i]
+        return _images(model.decode(z, y))
+
+
+def _model_name(model: nn.Module) -> str:
+    info = getattr(model, "pretrained_info", {}) or {}
+    return info.get("name") or getattr(model, "variant_name", "") or type(model).__name__
+
+
+def _pca_2d(points: Tensor) -> tuple[Tensor, Tensor]:
+    """Projection of (N, D) points on their two principal axes, and the fraction of variance each explains."""
+    centred = points - points.mean(0)
+    _, s, vh = torch.linalg.svd(centred, full_matrices=False)
+    return centred @ vh[:2].T, s[:2].pow(2) / s.pow(2).sum()
+
+
+def save_latent_scatter(model: nn.Module, data: TensorData, path: str | Path, *, max_points: int = 2000,
+                        dims: tuple[int, int] | None = None, seed: int = 0, title: str | None = None) -> Path:
+    """Scatter of the data's codes (posterior means for a VAE) coloured by label: how the classes sit in z.
+
+    Plots latents ``dims``; by default both latents of a 2-D latent, or for a wider latent its projection on the
+    two principal axes (PCA), as the default title says (``title`` replaces it). At most ``max_points`` examples
+    (a seeded random subset), coloured by ``data.y`` with a legend (a colorbar above 20 classes).
+    """
+    x, y = data.x, data.y
+    if len(x) > max_points:
+        keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:max_points]
+        x, y = x[keep], None if y is None else y[keep]
+    with _evaluating(model):
+        codes, kl = _encode_all(model, x, y)
+    what = "posterior means" if kl is not None else "codes"
+    latent_dim = codes.shape[1]
+    if dims is None and latent_dim == 2:
+        dims = (0, 1)
+    if dims is not None:
+        if len(dims) != 2 or not all(0 <= d < latent_dim for d in dims):
+            raise ValueError(f"dims must be two latent indices in 0..{latent_dim - 1}, got {dims}")
+        points, axes = codes[:, list(dims)], (f"z[{dims[0]}]", f"z[{dims[1]}]")
+        title = title or f"{_model_name(model)}: {what}, latents {dims[0]} and {dims[1]} of {latent_dim}"
+    elif latent_dim > 2:
+        points, explained = _pca_2d(codes)
+        axes = (f"PC 1 ({explained[0]:.0%} of variance)", f"PC 2 ({explained[1]:.0%})")
+        title = title or f"{_model_name(model)}: {latent_dim}-D {what}, PCA projection to 2-D"
+    else:
+        raise ValueError(f"a scatter needs a latent of at least 2 dims, this one has {latent_dim}")
+
+    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state to disturb
+
+    fig = Figure(figsize=(7.5, 6.5), layout="constrained")
+    ax = fig.add_subplot()
+    if y is None:
+        ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.6)
+    elif len(classes := y.unique()) <= 20:
+        colours = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20"]
+        for i, k in enumerate(classes.tolist()):
+            mask = y == k
+            ax.scatter(points[mask, 0], points[mask, 1], s=6, alpha=0.6, color=colours(i), label=str(k))
+        ax.legend(title="label", markerscale=3, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    else:
+        dots = ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.6, c=y, cmap="viridis")
+        fig.colorbar(dots, ax=ax, label="label")
+    ax.set(title=title, xlabel=axes[0], ylabel=axes[1])
+    return _save_figure(fig, path)
+
+
+def _save_figure(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def save_latent_bars(kl_per_latent: Sequence[float], path: str | Path, *,
+                     gain_per_latent: Sequence[float] | None = None, title: str | None = None) -> Path:
+    """Bar chart per latent of its mean KL (nats) and, when given, its reconstruction gain beside it.
+
+    Latents whose gain is below their KL (see :func:`costly_latents`) get a hatched, red-edged KL bar and a red
+    marker above the pair (visible even when both bars are ~0, as for collapsed latents), listed in the legend:
+    the ELBO pays more for them than they return.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    kl = [float(v) for v in kl_per_latent]
+    index = list(range(len(kl)))
+    fig = Figure(figsize=(max(6.0, 0.4 * len(kl) + 2.0), 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    handles = [Patch(facecolor="tab:blue", label="KL")]
+    if gain_per_latent is None:
+        ax.bar(index, kl, width=0.7, color="tab:blue")
+    else:
+        gain = [float(v) for v in gain_per_latent]
+        costly = costly_latents(kl, gain)
+        ax.bar([i - 0.2 for i in index], kl, width=0.4, color="tab:blue",
+               hatch=["//" if i in costly else "" for i in index],
+               edgecolor=["tab:red" if i in costly else "tab:blue" for i in index])
+        ax.bar([i + 0.2 for i in index], gain, width=0.4, color="tab:orange")
+        handles.append(Patch(facecolor="tab:orange", label="reconstruction gain"))
+        if costly:
+            top = max(0.0, *kl, *gain)
+            marks = ax.scatter(costly, [max(0.0, kl[i], gain[i]) + 0.04 * top for i in costly], marker="v",
+                               color="tab:red", zorder=3)
+            marks.set_label(f"gain < KL (latent{'s' if len(costly) > 1 else ''} {', '.join(map(str, costly))})")
+            handles += [Patch(facecolor="tab:blue", edgecolor="tab:red", hatch="//", label="KL of a flagged latent"),
+                        marks]
+    ax.legend(handles=handles)
+    ax.set_xticks(index)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set(xlabel="latent", ylabel="nats per example",
+           title=title or ("Per-latent KL" if gain_per_latent is None else "Per-latent KL and reconstruction gain"))
+    return _save_figure(fig, path)

@@ -91,6 +91,12 @@ class Trainer:
         self._checkpoint = Path(self.config.checkpoint_dir) / STATE_NAME if self.config.checkpoint_dir else None
         self._best: dict[str, Tensor] | None = None  # weights of the best validation epoch so far
 
+    @property
+    def best_weights(self) -> dict[str, Tensor] | None:
+        """A copy of the state dict of the best validation epoch so far (None before any validation):
+        with ``keep_best=False`` the model ends on its last weights and these are the best ones."""
+        return self._best
+
     def fit(self, train_data: Any, val_data: Any = None, *, resume: bool = False) -> TrainResult:
         """Train; with ``resume=True`` continue from ``checkpoint_dir``'s checkpoint exactly where it
         stopped (same data order, RNG streams and optimiser state, so the result matches an

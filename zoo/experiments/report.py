@@ -1,0 +1,72 @@
+"""What an experiment returns and how it is written: a Markdown report, a JSON file, its pictures."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zoo.folder import atomic_write
+
+
+@dataclass
+class ExperimentResult:
+    """One experiment's outcome. ``holds`` is the measured verdict on the claim (True, False, or None
+    where the measurement cannot decide); ``verdict`` says it in words, with the numbers."""
+
+    name: str
+    claim: str
+    numbers: dict[str, Any]
+    holds: bool | None
+    verdict: str
+    #: (file name in the experiment's folder, caption)
+    pictures: list[tuple[str, str]] = field(default_factory=list)
+    #: How it was measured: models, data, sample counts, budget.
+    method: str = ""
+    quick: bool = False
+
+    @property
+    def status(self) -> str:
+        return {True: "holds", False: "does not hold", None: "undecided"}[self.holds]
+
+    def markdown(self) -> str:
+        pictures = "\n\n".join(f"![{caption}]({file})\n\n{caption}" for file, caption in self.pictures)
+        rows = "\n".join(f"| {key} | {_fmt(value)} |" for key, value in self.numbers.items())
+        run = f"zoo experiment {self.name}" + (" --quick" if self.quick else "")
+        return f"""# {self.name}
+
+**Claim.** {self.claim}
+
+**Verdict: the claim {self.status} in this measurement.** {self.verdict}
+
+## Method
+
+{self.method}
+
+Rerun with `{run}`{" (quick: a short version, for the tests)" if self.quick else ""}.
+
+## Numbers
+
+| quantity | value |
+| --- | --- |
+{rows}
+
+## Pictures
+
+{pictures or "(none)"}
+"""
+
+    def write(self, folder: Path) -> None:
+        atomic_write(folder / "README.md", lambda tmp: tmp.write_text(self.markdown()))
+        payload = {"name": self.name, "claim": self.claim, "holds": self.holds, "verdict": self.verdict,
+                   "quick": self.quick, "numbers": self.numbers}
+        atomic_write(folder / "results.json", lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return ", ".join(_fmt(v) for v in value)
+    return str(value)
