@@ -38,7 +38,8 @@ def run(out: Path, quick: bool = False) -> ExperimentResult:
     fit, test = load_dataset("mnist", "fit"), load_dataset("mnist", "test")
     stages: dict[str, dict[str, float]] = {}
     pictures = []
-    control = train_with_loss(zoo.create("vae", latent_dim=8, hidden_dims=hidden), fit, weighted_elbo(), epochs=epochs, seed=0)
+    control = train_with_loss(zoo.create("vae", latent_dim=8, hidden_dims=hidden), fit, weighted_elbo(),
+                              epochs=epochs, seed=0)
     model = train_with_loss(zoo.create("vae", latent_dim=8, hidden_dims=hidden), fit,
                             weighted_elbo(noise_dim=LATENT, noise_std=NOISE_STD), epochs=epochs, seed=0)
     stages["A. no noise (control)"] = latent_state(control, test)
@@ -63,7 +64,8 @@ def run(out: Path, quick: bool = False) -> ExperimentResult:
                f"{c['gain (nats)']:.3f} vs KL {c['KL (nats)']:.3f}, Var_x E[z] "
                f"{c['Var_x E[z] (active if > 0.01)']:.4f}: {'recovered' if recovered else 'NOT recovered'}"
                f"{'' if recovered else NOT_RECOVERED}.")
-    method = (f"MLP VAEs (784-{'-'.join(map(str, hidden))}-8) on the `mnist` `fit` rows (Adam 1e-3, batch 128). A: {epochs} epochs, plain "
+    method = (f"MLP VAEs (784-{'-'.join(map(str, hidden))}-8) on the `mnist` `fit` rows (Adam 1e-3, batch 128). "
+              f"A: {epochs} epochs, plain "
               f"ELBO. B: {epochs} epochs with N(0, {NOISE_STD}^2) noise added to latent {LATENT} between the "
               f"encoder's sample and the decoder. C: B's model trained {epochs} more epochs on the plain ELBO. "
               "Gain: test reconstruction NLL of the decoded posterior mean with the latent set to its prior mean, "

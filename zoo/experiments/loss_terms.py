@@ -58,7 +58,8 @@ def run(out: Path, quick: bool = False) -> ExperimentResult:
     verdict = (f"5-NN label accuracy from the 2-D means: {acc[recon]:.2f} (reconstruction only), {acc[kl]:.2f} "
                f"(KL only; chance is 0.10), {acc[both]:.2f} (both). Mean distance of the means from the origin: "
                f"{spread[recon]:.2f}, {spread[kl]:.3f}, {spread[both]:.2f}.")
-    method = (f"Three MLP VAEs with a 2-D latent (784-{'-'.join(map(str, hidden))}-2), trained {epochs} epochs each on the `mnist` `fit` "
+    method = (f"Three MLP VAEs with a 2-D latent (784-{'-'.join(map(str, hidden))}-2), trained {epochs} epochs "
+              "each on the `mnist` `fit` "
               "rows with Adam 1e-3, batch 128, seed 0, on loss = a * reconstruction + b * KL with (a, b) = (1, 0), "
               "(0, 1), (1, 1). Measured on the 1,000 test digits: 5-fold cross-validated 5-nearest-neighbour "
               "accuracy of the label from the posterior means, their mean norm, and both loss terms.")
