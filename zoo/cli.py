@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
                    help="write a resumable checkpoint to OUT/checkpoints every STEPS steps and at each epoch end")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in OUT/checkpoints")
+    p.add_argument("--precision", default="fp32", help="fp32, bf16 or fp16: autocast, weights stay fp32 "
+                                                        "(fp16 adds a gradient scaler; on the CPU use bf16)")
+    p.add_argument("--log-every", type=int, default=None, metavar="STEPS",
+                   help="log every term every STEPS steps to OUT/logs (CSV, JSONL, TensorBoard) with per-epoch "
+                        "validation and picture grids; pass it again with --resume to append")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("finetune", help="fine-tune a pretrained model on your data: OUT/ best weights, OUT/last/ last")
@@ -86,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
                    help="write a resumable checkpoint to OUT/checkpoints every STEPS steps and at each epoch end")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in OUT/checkpoints")
+    p.add_argument("--precision", default=None, help="fp32 (default), bf16 or fp16, as for zoo train")
+    p.add_argument("--log-every", type=int, default=None, metavar="STEPS",
+                   help="log every term every STEPS steps to OUT/logs, as for zoo train")
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("eval", help="measure a checkpoint or saved folder on a dataset's test split")
@@ -122,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("experiment", help="rerun one of the lecture's claims as a measured experiment")
-    p.add_argument("name", help="an experiment name, or 'list'")
+    p.add_argument("name", help="an experiment name, 'all', or 'list'")
     p.add_argument("--out", type=Path, default=Path("experiments"), help="writes OUT/NAME/ (default: experiments)")
     p.add_argument("--quick", action="store_true", help="a short version (what the tests run)")
     p.set_defaults(func=cmd_experiment)
@@ -189,21 +197,26 @@ def cmd_plugins(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    """Train, then (rank 0 alone under torchrun) measure the model and write its folder and card."""
     from zoo.cards import render_card
     from zoo.config import parse_override
     from zoo.data import DATASETS, as_data
     from zoo.registry import create, get_variant
-    from zoo.training import Trainer, evaluate_loss
+    from zoo.training import Trainer, evaluate_loss, seed_everything
 
     variant = get_variant(args.variant)
     overrides = dict(parse_override(item) for item in args.overrides)
+    seed_everything(args.seed)  # the initial weights too: the same command makes the same model
     model = create(variant.name, **overrides)
     checkpoints = args.checkpoint_every is not None or args.resume
+    logs = {"log_dir": str(args.out / "logs"), "log_every": args.log_every} if args.log_every else {}
     trainer = Trainer(model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       device=args.device, max_steps=args.max_steps, progress=not args.no_progress,
                       checkpoint_dir=str(args.out / "checkpoints") if checkpoints else None,
-                      checkpoint_every=args.checkpoint_every or 0)
+                      checkpoint_every=args.checkpoint_every or 0, precision=args.precision, **logs)
     result = trainer.fit(args.data, resume=args.resume)
+    if not trainer.world.is_main:
+        return
     named = args.data in DATASETS
     metrics: dict[str, float] = {}
     if named:
@@ -219,7 +232,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         dataset=str(args.data), command=command,
         metrics=metrics, split="test" if named else "last training epoch",
         training={"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                  "steps": result.steps, "overrides": overrides or "none"})
+                  "steps": result.steps, "precision": args.precision, "processes": trainer.world.size,
+                  "overrides": overrides or "none"})
     model.save_pretrained(args.out, card=card)
     where = "test" if named else "train (last epoch)"
     print(f"wrote {args.out}/ (config.json, model.safetensors, README.md)")
@@ -227,18 +241,27 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
+    """Fine-tune; under torchrun every process trains and rank 0 alone writes OUT and prints the report."""
     from zoo.config import parse_override
+    from zoo.distributed import env_rank
     from zoo.finetuning import finetune
 
+    main_process = env_rank() == 0
+    checkpoints = args.resume or args.checkpoint_every is not None
     options = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                "device": args.device, "max_steps": args.max_steps, "patience": args.patience,
                "checkpoint_every": args.checkpoint_every, "val_fraction": args.val_fraction,
-               "nll_samples": args.nll_samples}
-    result = finetune(load_any(args.name), args.data, out=args.out, freeze=args.freeze, reset_head=args.reset_head,
-                      config_overrides=dict(parse_override(item) for item in args.overrides), resume=args.resume,
+               "nll_samples": args.nll_samples if main_process else 0, "precision": args.precision,
+               "checkpoint_dir": str(args.out / "checkpoints") if checkpoints else None,
+               "log_dir": str(args.out / "logs") if args.log_every else None, "log_every": args.log_every}
+    overrides = dict(parse_override(item) for item in args.overrides)
+    result = finetune(load_any(args.name), args.data, out=args.out if main_process else None, freeze=args.freeze,
+                      reset_head=args.reset_head, config_overrides=overrides, resume=args.resume,
                       progress=not args.no_progress, command="zoo " + shlex.join(args.argv),
                       **{k: v for k, v in options.items() if v is not None})
-    print(result.report())
+    if main_process:
+        print(result.report())
+
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from zoo.data import as_data
@@ -257,8 +280,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(json.dumps(metrics, indent=2))
         return
     print(f"{args.model} on {dataset} ({args.split}, {len(data)} examples):")
+    width = max(map(len, metrics))
     for key, value in metrics.items():
-        print(f"  {key:<14} {value:.4f}" if isinstance(value, float) else f"  {key:<14} {value}")
+        print(f"  {key:<{width}} {value:.4f}" if isinstance(value, float) else f"  {key:<{width}} {value}")
 
 
 def _card_dataset(model: Any) -> str | None:
@@ -332,12 +356,14 @@ if __name__ == "__main__":
 
 
 def cmd_experiment(args: argparse.Namespace) -> None:
-    from zoo.experiments import EXPERIMENTS, claim, run_experiment
+    from zoo.experiments import EXPERIMENTS, claim, run_experiment, write_index
 
     if args.name == "list":
         for name in EXPERIMENTS:
             print(f"{name:<22} {claim(name)}")
         return
-    result = run_experiment(args.name, args.out, quick=args.quick)
-    print(f"{result.name}: the claim {result.status}. {result.verdict}")
-    print(f"wrote {args.out / result.name}/README.md")
+    for name in EXPERIMENTS if args.name == "all" else [args.name]:
+        result = run_experiment(name, args.out, quick=args.quick)
+        print(f"{result.name}: the claim {result.status}. {result.verdict}")
+        print(f"wrote {args.out / result.name}/README.md", flush=True)
+    print(f"index: {write_index(args.out)}")

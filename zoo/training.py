@@ -2,7 +2,13 @@
 
 The hot loop does what a hand-written loop does and nothing more: in-memory data is moved to the
 device once and batched by tensor indexing; loss terms are accumulated on the device and read back
-only when the progress bar is refreshed.
+only when the progress bar is refreshed (``refresh_every``) or a log row is written (``log_every``),
+in one host sync each time (:class:`zoo.logs.RunningTerms`).
+
+Around the loop: mixed precision (``precision``; :mod:`zoo.precision`, applied by the variant's
+``train_step`` through :mod:`zoo.stepping`), several processes under torchrun (:mod:`zoo.distributed`;
+``batch_size`` is then the global batch), resumable checkpoints (:mod:`zoo.checkpointing`) and logs
+(:mod:`zoo.logs`).
 """
 
 from __future__ import annotations
@@ -17,11 +23,22 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from zoo.checkpointing import STATE_NAME, TrainerState, check_writable, load_checkpoint, save_checkpoint
+from zoo.checkpointing import (
+    STATE_NAME,
+    TrainerState,
+    check_writable,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+)
 from zoo.config import config_to_dict, replace_config
 from zoo.data import TensorData, as_data, random_shift
-from zoo.errors import CheckpointError
+from zoo.distributed import World, local_device, setup
+from zoo.errors import CheckpointError, ConfigError, DataError
+from zoo.logs import RunLog, RunningTerms
+from zoo.precision import autocast_factory, check_precision, make_scaler
 from zoo.registry import get_variant
+from zoo.stepping import StepContext
 from zoo.variant import Variant
 
 logger = logging.getLogger(__name__)
@@ -32,6 +49,7 @@ class TrainConfig:
     """Settings of one training run (the model's own settings live in its config)."""
 
     epochs: int = 10
+    #: The global batch: under torchrun each of N processes trains on batch_size // N of its rows.
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -51,6 +69,18 @@ class TrainConfig:
     checkpoint_dir: str | None = None
     #: Also write the checkpoint every this many optimiser steps (0: only at epoch ends).
     checkpoint_every: int = 0
+    #: "fp32", "bf16" or "fp16": autocast to that dtype for the forward pass and the loss; weights,
+    #: gradients and optimiser states stay float32; fp16 adds a gradient scaler (zoo.precision).
+    precision: str = "fp32"
+    #: Folder for the logs (CSV, JSONL, TensorBoard) and each epoch's picture grids (zoo.logs); None: none.
+    log_dir: str | None = None
+    #: Write a log row every this many steps: each term's mean over them, read in one host sync.
+    log_every: int = 20
+
+    def __post_init__(self) -> None:
+        check_precision(self.precision)
+        if self.log_every < 1:
+            raise ConfigError(f"log_every must be at least 1 step, got {self.log_every} (no logs: log_dir=None)")
 
 
 @dataclass
@@ -65,7 +95,9 @@ class TrainResult:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/None -> cuda when available, else cpu; anything else as given."""
+    """``"auto"``/None -> cuda when available, else cpu; anything else as given. Under torchrun on GPUs,
+    ``"auto"``/``"cuda"`` is this process's own GPU, ``cuda:LOCAL_RANK``."""
+    device = local_device(device)
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -83,12 +115,19 @@ class Trainer:
     def __init__(self, model: nn.Module, config: TrainConfig | None = None, *, variant: Variant | None = None,
                  **overrides: Any) -> None:
         self.variant = variant or get_variant(model.variant_name)
-        self.config = replace_config(config or TrainConfig(), overrides, source="train config")
-        self.device = resolve_device(self.config.device)
+        self.config = cfg = replace_config(config or TrainConfig(), overrides, source="train config")
+        self.device = resolve_device(cfg.device)
+        self.world = setup(self.device)
+        if cfg.batch_size % self.world.size:
+            raise ConfigError(f"batch_size {cfg.batch_size} is the global batch and must divide evenly among the "
+                              f"{self.world.size} processes")
+        #: What the variant's train_step uses for precision and gradient averaging (zoo.stepping).
+        self.context = StepContext(precision=cfg.precision, autocast=autocast_factory(cfg.precision, self.device),
+                                   scaler=make_scaler(cfg.precision, self.device), world=self.world)
         self.model = model.to(self.device)
         self.optimizers: dict[str, torch.optim.Optimizer] | None = None
         self.step = 0
-        self._checkpoint = Path(self.config.checkpoint_dir) / STATE_NAME if self.config.checkpoint_dir else None
+        self._checkpoint = Path(cfg.checkpoint_dir) / STATE_NAME if cfg.checkpoint_dir else None
         self._best: dict[str, Tensor] | None = None  # weights of the best validation epoch so far
 
     @property
@@ -99,21 +138,21 @@ class Trainer:
 
     def fit(self, train_data: Any, val_data: Any = None, *, resume: bool = False) -> TrainResult:
         """Train; with ``resume=True`` continue from ``checkpoint_dir``'s checkpoint exactly where it
-        stopped (same data order, RNG streams and optimiser state, so the result matches an
+        stopped (same data order, RNG streams, optimiser and scaler state, so the result matches an
         uninterrupted run bit for bit on the same machine and software)."""
-        cfg = self.config
-        seed_everything(cfg.seed)
+        cfg, world = self.config, self.world
+        seed_everything(cfg.seed + world.rank)  # each process draws its own noise; the data order is shared
         input_shape = getattr(self.model.config, "input_shape", None)
         train = as_data(train_data, input_shape).to(self.device)
         val = None if val_data is None else as_data(val_data, input_shape, split="val").to(self.device)
         if self.variant.conditional and train.y is None:
-            from zoo.errors import DataError
-
             raise DataError(f"variant {self.variant.name!r} is conditional and needs labels: pass (x, y) "
                             f"or a labelled dataset")
+        if val is not None and len(val) < world.size:
+            raise DataError(f"{len(val)} validation examples are too few to share among {world.size} processes")
         if self.optimizers is None:
             self.optimizers = self.variant.configure_optimizers(self.model, cfg)
-        if self._checkpoint is not None:
+        if self._checkpoint is not None and world.is_main:
             check_writable(self._checkpoint.parent, self.model)
         order = torch.Generator().manual_seed(cfg.seed)
         state, sums, self._best = TrainerState(), {}, None
@@ -121,93 +160,159 @@ class Trainer:
             if self._checkpoint is None or not self._checkpoint.is_file():
                 raise CheckpointError(f"nothing to resume: no {STATE_NAME} in {cfg.checkpoint_dir!r} "
                                       f"(set checkpoint_dir to the folder of the interrupted run)")
-            state, order_state, sums, self._best = load_checkpoint(self._checkpoint, self.model, self.optimizers,
-                                                                   self.device)
+            state, order_state, sums, self._best = load_checkpoint(
+                self._checkpoint, self.model, self.optimizers, self.device, scaler=self.context.scaler,
+                rank=world.rank, world_size=world.size)
             order.set_state(order_state)
             self.step = state.step
-        per_epoch = train.num_batches(cfg.batch_size, cfg.drop_last)
+        world.broadcast(self.model)  # every process starts from rank 0's weights, as DDP does
+        per_epoch = self._batches_per_epoch(train)
         total = cfg.epochs * per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * per_epoch)
-        bar = _progress(total, self.variant.name, cfg.progress)
+        bar = _progress(total, self.variant.name, cfg.progress and world.is_main)
         if bar is not None:
             bar.update(self.step)
+        log = None
+        if cfg.log_dir is not None and world.is_main:
+            log = RunLog(cfg.log_dir, resume=(self.step, state.epoch) if resume else None)
+        try:
+            with self.context.active(self.optimizers, self.variant.name):
+                self._epochs(train, val, order, state, sums, bar, log)
+        finally:
+            if bar is not None:
+                bar.close()
+            if log is not None:
+                log.close()
+        if self._best is not None and cfg.keep_best:
+            self.model.load_state_dict(self._best)
+        self.model.eval()
+        return TrainResult(history=state.history, val_history=state.val_history, steps=self.step,
+                           best_epoch=state.best_epoch)
+
+    def _epochs(self, train: TensorData, val: TensorData | None, order: torch.Generator, state: TrainerState,
+                sums: dict[str, Tensor], bar: Any, log: RunLog | None) -> None:
+        """Epochs until ``epochs``, ``max_steps`` or early stopping; validation, logs and a checkpoint after each."""
+        cfg = self.config
+        pictures = next(iter((train if val is None else val).batches(8, shuffle=False))) if log is not None else None
         while state.epoch < cfg.epochs and (cfg.max_steps is None or self.step < cfg.max_steps):
             self.model.train()
             start_of_epoch = order.get_state()
-            means, complete = self._run_epoch(train, order, start_of_epoch, state, sums, bar)
-            state.history.append(means)
+            terms = RunningTerms(self.world, sums, state.batch_in_epoch)
+            complete = self._run_epoch(train, order, start_of_epoch, state, terms, bar, log)
+            state.history.append(terms.means())
             sums = {}
             if not complete:  # max_steps inside the epoch: the checkpoint keeps the mid-epoch position
                 break
+            self.world.broadcast(self.model, buffers_only=True)  # rank 0's running statistics, as DDP keeps
             stop = False
             if val is not None:
-                state.val_history.append(evaluate_loss(self.variant, self.model, val, cfg.batch_size))
+                state.val_history.append(evaluate_loss(self.variant, self.model, val, cfg.batch_size,
+                                                       world=self.world))
                 if state.val_history[-1]["loss"] < state.best_loss:
                     state.best_loss, state.best_epoch = state.val_history[-1]["loss"], state.epoch + 1
                     self._best = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
                 elif cfg.patience is not None and state.epoch + 1 - state.best_epoch >= cfg.patience:
                     stop = True
+            if log is not None:
+                log.epoch_row(state.epoch + 1, self.step, state.history[-1],
+                              state.val_history[-1] if val is not None else None)
+                log.pictures(self.model, self.variant, pictures, state.epoch + 1, cfg.seed)
             state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-            self._save(state, order.get_state(), {})
+            self._save(state, order.get_state(), {}, log)
             if stop:
                 break
-        if self._best is not None and cfg.keep_best:
-            self.model.load_state_dict(self._best)
-        if bar is not None:
-            bar.close()
-        self.model.eval()
-        return TrainResult(history=state.history, val_history=state.val_history, steps=self.step,
-                           best_epoch=state.best_epoch)
 
-    def _save(self, state: TrainerState, order_state: Tensor, sums: dict[str, Tensor]) -> None:
-        if self._checkpoint is not None:
+    def _save(self, state: TrainerState, order_state: Tensor, sums: dict[str, Tensor], log: RunLog | None) -> None:
+        """Write the checkpoint (rank 0; every process hands over its RNG state) after the logs up to here."""
+        if self._checkpoint is None:
+            return
+        rng = self.world.gather(rng_state())
+        if log is not None:
+            log.flush()
+        if self.world.is_main:
             state.step = self.step
             save_checkpoint(self._checkpoint, state, self.model, self.optimizers, order_state, sums, self._best,
-                            config_to_dict(self.config))
+                            config_to_dict(self.config), scaler=self.context.scaler, rng_states=rng)
+
+    def _batches_per_epoch(self, train: TensorData) -> int:
+        """Batches per epoch; with several processes a last batch with fewer rows than processes is dropped."""
+        cfg = self.config
+        n = train.num_batches(cfg.batch_size, cfg.drop_last)
+        tail = len(train) % cfg.batch_size
+        return n - 1 if not cfg.drop_last and 0 < tail < self.world.size else n
 
     def _run_epoch(self, train: TensorData, order: torch.Generator, start_of_epoch: Tensor, state: TrainerState,
-                   sums: dict[str, Tensor], bar: Any) -> tuple[dict[str, float], bool]:
-        """One epoch (from batch ``state.batch_in_epoch`` when resuming, until ``max_steps`` at most):
-        the mean of each loss term over its batches, and whether the epoch ran to its end."""
+                   terms: RunningTerms, bar: Any, log: RunLog | None) -> bool:
+        """One epoch (from batch ``state.batch_in_epoch`` when resuming, until ``max_steps`` at most), its
+        loss terms summed into ``terms``; whether the epoch ran to its end."""
         cfg = self.config
-        count, complete = state.batch_in_epoch, True
-        per_epoch = train.num_batches(cfg.batch_size, cfg.drop_last)
+        per_epoch = self._batches_per_epoch(train)
         for i, batch in enumerate(train.batches(cfg.batch_size, generator=order, drop_last=cfg.drop_last)):
+            if i == per_epoch:
+                break  # several processes: a last batch too small to give each of them a row
             if i < state.batch_in_epoch:
                 continue  # already trained on before the interruption
+            batch = self.world.shard(batch)
             if cfg.max_shift:
                 batch = (random_shift(batch[0], cfg.max_shift), *batch[1:])
-            terms = self.variant.train_step(self.model, batch, self.optimizers, step=self.step)
-            for key, value in terms.items():
-                sums[key] = sums[key] + value if key in sums else value.clone()
-            count += 1
+            terms.add(self.variant.train_step(self.model, batch, self.optimizers, step=self.step))
+            self.context.end_step()
             self.step += 1
             if bar is not None:
                 bar.update(1)
-                if count % cfg.refresh_every == 0:
-                    bar.set_postfix(_postfix(state.epoch, sums, count), refresh=False)
+            log_row = cfg.log_dir is not None and self.step % cfg.log_every == 0
+            if log_row or (cfg.progress and terms.count % cfg.refresh_every == 0):
+                self._report(terms, state, bar, log, row=log_row)
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                 state.batch_in_epoch = i + 1
-                self._save(state, start_of_epoch, sums)
+                self._report(terms, state, bar, log, row=cfg.log_dir is not None)
+                self._save(state, start_of_epoch, terms.checkpoint_sums(), log)
             if cfg.max_steps is not None and self.step >= cfg.max_steps and i + 1 < per_epoch:
-                complete = False
-                break
+                self._report(terms, state, bar, log, row=cfg.log_dir is not None)
+                return False
+        self._report(terms, state, bar, log, row=cfg.log_dir is not None)
+        return True
+
+    def _report(self, terms: RunningTerms, state: TrainerState, bar: Any, log: RunLog | None, *, row: bool) -> None:
+        """Read the running terms (every process takes part): refresh the progress bar and, with
+        ``row``, log the mean of each term since the last row."""
+        means = terms.means()
+        if row:
+            window, n = terms.window()
+            if log is not None and n:
+                log.step_row(self.step, state.epoch + 1, n, window, self._learning_rates())
         if bar is not None:
-            bar.set_postfix(_postfix(state.epoch, sums, count))
-        return {k: float(v) / max(count, 1) for k, v in sums.items()}, complete
+            bar.set_postfix(_postfix(state.epoch, means), refresh=False)
+
+    def _learning_rates(self) -> dict[str, float]:
+        """``lr``, or ``lr_NAME`` for each of several optimisers (their first parameter group's)."""
+        rates = {name: float(opt.param_groups[0]["lr"]) for name, opt in self.optimizers.items()}
+        return {"lr": next(iter(rates.values()))} if len(rates) == 1 else {f"lr_{k}": v for k, v in rates.items()}
 
 
 @torch.no_grad()
-def evaluate_loss(variant: Variant, model: nn.Module, data: TensorData, batch_size: int = 500) -> dict[str, float]:
-    """The variant's loss terms averaged over ``data`` (eval mode, no gradients)."""
+def evaluate_loss(variant: Variant, model: nn.Module, data: TensorData, batch_size: int = 500, *,
+                  world: World | None = None) -> dict[str, float]:
+    """The variant's loss terms averaged over ``data`` (eval mode, no gradients). With a ``world`` of
+    several processes, each evaluates its share of every batch and the sums are all-reduced."""
+    world = world or World()
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
+    count = 0
     for batch in data.batches(batch_size, shuffle=False):
+        batch = world.shard(batch)
         n = len(batch[0])
+        if n == 0:
+            continue
+        count += n
         for key, value in variant.loss(model, batch).detached().items():
             sums[key] = sums.get(key, 0.0) + float(value) * n
     model.train(was_training)
-    return {k: v / len(data) for k, v in sums.items()}
+    if world.size > 1:
+        device = next(model.parameters()).device
+        *totals, count = world.sum(torch.tensor([*sums.values(), count], dtype=torch.float64, device=device)).tolist()
+        sums = dict(zip(sums, totals, strict=True))
+    return {k: v / count for k, v in sums.items()}
 
 
 def train(model: nn.Module, data: Any, *, val_data: Any = None, **settings: Any) -> TrainResult:
@@ -226,6 +331,6 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True)
 
 
-def _postfix(epoch: int, sums: dict[str, Tensor], count: int) -> dict[str, str]:
-    """Epoch number and the running mean of each loss term (one host sync per refresh)."""
-    return {"epoch": str(epoch + 1), **{k: f"{float(v) / max(count, 1):.4g}" for k, v in sums.items()}}
+def _postfix(epoch: int, means: dict[str, float]) -> dict[str, str]:
+    """Epoch number and the running mean of each loss term."""
+    return {"epoch": str(epoch + 1), **{k: f"{v:.4g}" for k, v in means.items()}}

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from zoo.config import config_from_dict, config_to_dict, replace_config
 from zoo.errors import ConfigError, NonFiniteLossError
+from zoo.stepping import step_context
 
 if TYPE_CHECKING:
     from zoo.training import TrainConfig
@@ -102,14 +103,18 @@ class Variant:
         """One optimisation step; returns the detached loss terms (no host sync).
 
         The loss is checked before any weight changes, so a non-finite loss leaves the weights of
-        the last good step in place.
+        the last good step in place. The forward pass, the backward pass and the step go through
+        :func:`zoo.stepping.step_context`, which applies the run's precision (autocast, fp16 scaling)
+        and averages gradients across processes; an override must do the same.
         """
+        ctx = step_context()
         (optimizer,) = optimizers.values()
-        out = self.loss(model, batch, step=step)
+        with ctx.autocast():
+            out = self.loss(model, batch, step=step)
         ensure_finite(out, step)
         optimizer.zero_grad(set_to_none=True)
-        out.total.backward()
-        optimizer.step()
+        ctx.backward(out.total)
+        ctx.step(optimizer)
         return out.detached()
 
     # -- checks ----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
     zoo experiment list
     zoo experiment latent-holes --out docs/experiments
+    zoo experiment all --out docs/experiments       # every one, and an index README.md
 
 Each experiment measures one claim and writes ``OUT/NAME/`` with ``README.md`` (the claim, the
 numbers, the pictures and a verdict that says plainly whether our measurement supports the claim),
@@ -15,7 +16,7 @@ import importlib
 from pathlib import Path
 
 from zoo.errors import UnknownNameError
-from zoo.experiments.report import ExperimentResult
+from zoo.experiments.report import STATUS, ExperimentResult
 
 #: Experiment name -> module in this package (each module has ``CLAIM`` and ``run(out, quick)``).
 EXPERIMENTS = {
@@ -47,3 +48,24 @@ def run_experiment(name: str, out: str | Path = "experiments", *, quick: bool = 
     result = module.run(folder, quick=quick)
     result.write(folder)
     return result
+
+
+def write_index(out: str | Path) -> Path:
+    """``out/README.md``: one row per experiment found in ``out`` (its claim and verdict), linking its report."""
+    import json
+
+    from zoo.folder import atomic_write
+
+    rows = []
+    for name in EXPERIMENTS:
+        results = Path(out) / name / "results.json"
+        if results.is_file():
+            data = json.loads(results.read_text())
+            quick = " (quick run)" if data["quick"] else ""
+            rows.append(f"| [{name}]({name}/README.md) | {data['claim']} | {STATUS[data['holds']]}{quick} |")
+    text = ("# Experiments\n\nThe lecture's claims, measured. Rerun one with `zoo experiment NAME`, all with "
+            "`zoo experiment all --out docs/experiments`.\n\n| experiment | claim | verdict |\n| --- | --- | --- |\n"
+            + "\n".join(rows) + "\n")
+    path = Path(out) / "README.md"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+    return path

@@ -9,6 +9,9 @@ from typing import Any
 
 from zoo.folder import atomic_write
 
+#: The verdict on a claim, in words.
+STATUS = {True: "holds", False: "does not hold", None: "undecided"}
+
 
 @dataclass
 class ExperimentResult:
@@ -28,7 +31,7 @@ class ExperimentResult:
 
     @property
     def status(self) -> str:
-        return {True: "holds", False: "does not hold", None: "undecided"}[self.holds]
+        return STATUS[self.holds]
 
     def markdown(self) -> str:
         pictures = "\n\n".join(f"![{caption}]({file})\n\n{caption}" for file, caption in self.pictures)

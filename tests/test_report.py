@@ -1,0 +1,41 @@
+"""`zoo eval --report`: the Markdown report, its per-latent table and the pictures that apply."""
+
+from __future__ import annotations
+
+import re
+
+import zoo
+from zoo.cli import main
+from zoo.data import load_dataset
+from zoo.metrics import reconstruction_gain
+from zoo.report import write_report
+
+
+def test_cli_report_for_a_2d_vae_has_manifold_bars_and_the_flagged_latents(tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["eval", "vae-mnist-2d", "--nll-samples", "5", "--report", str(out)]) == 0
+    assert f"wrote {out / 'report.md'}" in capsys.readouterr().out
+    files = {p.name for p in out.iterdir()}
+    assert {"report.md", "reconstructions.png", "samples.png", "interpolation-linear.png", "interpolation-slerp.png",
+            "traversals.png", "manifold.png", "latent-scatter.png", "latent-bars.png"} <= files
+    text = (out / "report.md").read_text()
+    for file in files - {"report.md"}:
+        assert f"]({file})" in text, file
+    assert "not the Inception FID" in text
+    rows = re.findall(r"^\| (\d+) \| ([-\d.]+) \| ([-\d.]+) \| (yes)? \|", text, flags=re.M)
+    assert [int(r[0]) for r in rows] == [0, 1]
+    gain = reconstruction_gain(zoo.load("vae-mnist-2d"), load_dataset("mnist", "test"))
+    assert [i for i, r in enumerate(rows) if r[3] == "yes"] == gain["below_kl"]
+    for (_, kl, g, _), kl_ref, g_ref in zip(rows, gain["kl_per_latent"], gain["gain"], strict=True):
+        assert abs(float(kl) - kl_ref) < 1e-3 and abs(float(g) - g_ref) < 1e-3
+
+
+def test_report_for_a_deterministic_autoencoder_skips_what_does_not_apply(tmp_path):
+    test = load_dataset("mnist", "test")
+    path = write_report(zoo.load("ae-mnist"), test, tmp_path, title="ae-mnist", metrics={"recon_mse": 1.0})
+    files = {p.name for p in tmp_path.iterdir()}
+    assert "samples.png" not in files and "manifold.png" not in files and "latent-bars.png" not in files
+    assert {"reconstructions.png", "traversals.png", "latent-scatter.png"} <= files
+    text = path.read_text()
+    assert "its mean over the data" in text and "KL" not in text.split("## Per latent")[1].split("## Pictures")[0]
+    assert len(re.findall(r"^\| \d+ \| [-\d.]+ \|$", text, flags=re.M)) == 32

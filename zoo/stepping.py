@@ -1,0 +1,133 @@
+"""What a variant's ``train_step`` calls so that one step works in every setup the Trainer runs.
+
+The Trainer makes a :class:`StepContext` active around its training loop and :func:`step_context`
+returns it; outside a Trainer it returns a plain one (float32, one process), so ``train_step`` can
+still be called directly, as the conformance kit does. One ``train_step`` then serves fp32, bf16,
+fp16 and several processes alike::
+
+    ctx = step_context()
+    with ctx.autocast():                  # bf16/fp16 autocast; nothing in fp32
+        out = self.loss(model, batch, step=step)
+    ensure_finite(out, step)
+    optimizer.zero_grad(set_to_none=True)
+    ctx.backward(out.total)               # the loss times the fp16 scale
+    ctx.step(optimizer)                   # gradients averaged across processes, unscaled, stepped
+
+A variant that gives each network its own gradient (VAE-GAN) takes ``ctx.grad(loss, params, ...)``
+(``torch.autograd.grad`` of the scaled loss) and calls ``ctx.step`` once per optimiser. The Trainer
+calls :meth:`StepContext.end_step` once after every ``train_step``: the scaler's ``update()``, once
+per iteration whatever the number of optimisers, as PyTorch's AMP recipe for several losses and
+optimisers prescribes (one scaler; ``scale`` every loss, ``step`` every optimiser, ``update`` once).
+
+With fp16 or several processes, an optimiser stepped without :meth:`StepContext.step` would train on
+scaled or unsynchronised gradients: the Trainer turns that into an error at the first such step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from zoo.distributed import World
+from zoo.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+class StepContext:
+    """Autocast, the fp16 gradient scaler and cross-process gradient averaging for one run."""
+
+    def __init__(self, *, precision: str = "fp32",
+                 autocast: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+                 scaler: torch.amp.GradScaler | None = None, world: World | None = None) -> None:
+        self.precision = precision
+        self.scaler = scaler
+        self.world = world or World()
+        self._autocast = autocast
+        self._autocast_used = False
+        self._stepping = False
+        self._checked = False
+        self._variant = ""
+
+    def autocast(self) -> AbstractContextManager[object]:
+        """The context to compute the forward pass and the loss in (autocast; a null context in fp32)."""
+        self._autocast_used = True
+        return self._autocast()
+
+    def backward(self, loss: Tensor) -> None:
+        """``loss.backward()``, with the loss multiplied by the fp16 scale when there is one."""
+        self._scaled(loss).backward()
+
+    def grad(self, loss: Tensor, params: Sequence[Tensor], **kwargs: Any) -> tuple[Tensor | None, ...]:
+        """``torch.autograd.grad(loss, params, **kwargs)`` of the scaled loss (store them in ``p.grad``
+        and call :meth:`step`, which unscales them)."""
+        return torch.autograd.grad(self._scaled(loss), params, **kwargs)
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Average the optimiser's gradients across processes, then step it (through the scaler,
+        which unscales the gradients and skips the step if they overflowed)."""
+        self.world.average_gradients(p for group in optimizer.param_groups for p in group["params"])
+        self._stepping = True
+        try:
+            if self.scaler is None:
+                optimizer.step()
+            else:
+                self.scaler.step(optimizer)
+        finally:
+            self._stepping = False
+
+    def end_step(self) -> None:
+        """After every ``train_step``: update the fp16 scale; after the first, warn when a reduced
+        precision was asked for but the variant's ``train_step`` never entered :meth:`autocast`."""
+        if self.scaler is not None:
+            self.scaler.update()
+        if not self._checked:
+            self._checked = True
+            if self.precision != "fp32" and not self._autocast_used:
+                logger.warning("variant %r computes its loss outside step_context().autocast(), so precision=%r "
+                               "has no effect: it trains in float32", self._variant, self.precision)
+
+    @contextmanager
+    def active(self, optimizers: dict[str, torch.optim.Optimizer], variant: str) -> Iterator[StepContext]:
+        """Make this the context :func:`step_context` returns. With a scaler or several processes, an
+        optimiser stepped other than through :meth:`step` raises a ConfigError before it changes a weight."""
+        self._variant = variant
+        token = _ACTIVE.set(self)
+        guarded = self.scaler is not None or self.world.size > 1
+        hooks = [opt.register_step_pre_hook(self._guard(name)) for name, opt in optimizers.items()] if guarded else []
+        try:
+            yield self
+        finally:
+            for hook in hooks:
+                hook.remove()
+            _ACTIVE.reset(token)
+
+    def _scaled(self, loss: Tensor) -> Tensor:
+        return loss if self.scaler is None else self.scaler.scale(loss)
+
+    def _guard(self, name: str) -> Callable[..., None]:
+        def check(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            if not self._stepping:
+                why = "fp16 needs its gradients unscaled" if self.scaler is not None else (
+                    f"{self.world.size} processes need their gradients averaged")
+                raise ConfigError(
+                    f"variant {self._variant!r} stepped its optimiser {name!r} itself, but {why}: its train_step "
+                    f"must use zoo.stepping.step_context(): ctx.backward(loss) or ctx.grad(...), then "
+                    f"ctx.step(optimizer) (see CONTRIBUTING.md, 'train_step')")
+        return check
+
+
+_PLAIN = StepContext()
+_ACTIVE: ContextVar[StepContext | None] = ContextVar("zoo_step_context", default=None)
+
+
+def step_context() -> StepContext:
+    """The active :class:`StepContext` (the Trainer's), or a plain float32 single-process one."""
+    return _ACTIVE.get() or _PLAIN
