@@ -10,7 +10,9 @@ Updates (Algorithm 1): encoder <- grad(L_prior + L_llike); decoder <- grad(gamma
 discriminator <- grad(-L_GAN), i.e. it minimises the usual binary cross-entropy. Each network
 receives only its own objective's gradient: the three gradients are taken with
 ``torch.autograd.grad`` restricted to that network's parameters, and no step happens before all three
-are computed, so no network sees another's loss or updated weights.
+are computed, so no network sees another's loss or updated weights. The step goes through
+:func:`zoo.stepping.step_context`: autocast around the objectives, each objective scaled for fp16
+before its gradient, gradients averaged across processes before each of the three optimiser steps.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from zoo_plugins.vae import VAEConfig, VAEModel, VAEVariant
 import zoo
 from zoo.errors import ConfigError
 from zoo.nets import Discriminator
+from zoo.stepping import step_context
 from zoo.variant import Batch, LossOutput, ensure_finite, make_adam, split_batch
 
 
@@ -65,7 +68,8 @@ class VAEGANModel(VAEModel):
 
 
 def _log_sigmoid_pair(logits: Tensor) -> tuple[Tensor, Tensor]:
-    """(log D, log(1 - D)) for D = sigmoid(logits), computed stably."""
+    """(log D, log(1 - D)) for D = sigmoid(logits), computed stably in float32 (also under autocast)."""
+    logits = logits.float()
     return F.logsigmoid(logits), F.logsigmoid(-logits)
 
 
@@ -130,18 +134,20 @@ class VAEGANVariant(VAEVariant):
 
     def train_step(self, model: VAEGANModel, batch: Batch, optimizers: dict[str, torch.optim.Optimizer],
                    *, step: int) -> dict[str, Tensor]:
-        terms = self.objectives(model, batch)
+        ctx = step_context()
+        with ctx.autocast():
+            terms = self.objectives(model, batch)
         out = LossOutput(terms["encoder"] + terms["discriminator"], {})
         ensure_finite(out, step)
         nets = self.networks(model)
         for i, (name, net) in enumerate(nets.items()):
             params = [p for p in net.parameters() if p.requires_grad]
             last = i == len(nets) - 1
-            grads = torch.autograd.grad(terms[name], params, retain_graph=not last, allow_unused=True)
+            grads = ctx.grad(terms[name], params, retain_graph=not last, allow_unused=True)
             for p, g in zip(params, grads, strict=True):
                 p.grad = g
         for name in nets:
-            optimizers[name].step()
+            ctx.step(optimizers[name])
         return {"loss": terms["encoder"].detach(), "prior": terms["prior"].detach(),
                 "llike": terms["llike"].detach(), "gan": terms["gan"].detach(),
                 "discriminator": terms["discriminator"].detach(), "vae_loss": terms["encoder"].detach()}

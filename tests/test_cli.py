@@ -237,7 +237,8 @@ def test_unknown_dataset_is_a_clear_error(tmp_path: Path) -> None:
     code, _, stderr = run(["train", "vae", "--data", "digts", "--epochs", "1", "--out", str(tmp_path / "m"),
                            *TINY, "--no-progress"])
     assert code == 2
-    assert "'digts' is neither a dataset name (mnist, mnist-full, digits, dsprites) nor an image folder" in stderr
+    assert ("'digts' is neither a dataset name (mnist, mnist-full, digits, dsprites), an image folder nor an existing "
+            ".npz/.pt tensor file. Did you mean 'digits'?") in stderr
 
 
 def test_sample_of_a_non_generative_model(saved_ae: Path, tmp_path: Path) -> None:

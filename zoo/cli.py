@@ -253,7 +253,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
                "checkpoint_every": args.checkpoint_every, "val_fraction": args.val_fraction,
                "nll_samples": args.nll_samples if main_process else 0, "precision": args.precision,
                "checkpoint_dir": str(args.out / "checkpoints") if checkpoints else None,
-               "log_dir": str(args.out / "logs") if args.log_every else None, "log_every": args.log_every}
+               "log_dir": str(args.out / "logs") if args.log_every else None, "log_every": args.log_every or None}
     overrides = dict(parse_override(item) for item in args.overrides)
     result = finetune(load_any(args.name), args.data, out=args.out if main_process else None, freeze=args.freeze,
                       reset_head=args.reset_head, config_overrides=overrides, resume=args.resume,

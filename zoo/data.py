@@ -22,6 +22,7 @@ an image folder path, a ``.npz``/``.pt`` tensor file (:func:`read_tensor_file`),
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import pickle
@@ -203,8 +204,10 @@ def as_data(data: Any, input_shape: Sequence[int] | None = None, *, split: str =
         if path.suffix in TENSOR_FILES and path.is_file():
             x, y = read_tensor_file(path)
             return as_data(x if y is None else (x, y), input_shape)
+        close = difflib.get_close_matches(str(data), DATASETS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
         raise DataError(f"{data!r} is neither a dataset name ({', '.join(DATASETS)}), an image folder nor an "
-                        f"existing {'/'.join(TENSOR_FILES)} tensor file")
+                        f"existing {'/'.join(TENSOR_FILES)} tensor file.{hint}")
     if isinstance(data, tuple | list) and len(data) == 2:
         x, y = (to_tensor(v) for v in data)
         return _reshape(TensorData(_images(x), y.long()), input_shape)

@@ -17,8 +17,8 @@ Several machines are torchrun's rendezvous (``--nnodes``, ``--rdzv-endpoint``); 
   the variants' losses call the model's own methods (``encode``, ``decode_logits``, a discriminator),
   and VAE-GAN gives each network its own ``torch.autograd.grad``. One explicit all-reduce before every
   optimiser step serves single- and multi-optimiser variants alike, with no unused-parameter errors.
-  Weights and buffers are broadcast from rank 0 at the start (as DDP does), and buffers again before
-  anything reads them (validation, checkpoints), so every process holds rank 0's.
+  Weights and buffers are broadcast from rank 0 at the start (as DDP does), and buffers (running
+  statistics) again at every epoch end, before validation; checkpoints hold rank 0's.
 - **Randomness**: the global RNG is seeded with ``seed + rank``, so each process draws its own noise
   (reparameterisation, augmentation); the data order generator uses the shared seed.
 - **Writes**: only rank 0 writes checkpoints, logs, pictures and model folders; every process reads
