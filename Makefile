@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint bench clean
 
 $(BIN)/zoo: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ demo: $(BIN)/zoo
 test: $(BIN)/zoo
 	$(BIN)/ruff check zoo plugins tests examples model_cards benchmarks
 	ZOO_STRICT_PLUGINS=1 $(BIN)/pytest -q
+
+# Speed, memory and load time against hand-written loops (minutes; results in benchmarks/results, docs/benchmarks.md).
+bench: $(BIN)/zoo
+	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/bench_paths.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

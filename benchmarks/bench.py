@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,6 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import EpochTimer, machine, median, write_doc
 from torch import nn
 
 import zoo
@@ -70,28 +69,6 @@ def hand_epochs(x: torch.Tensor, epochs: int, seed: int) -> tuple[list[float], H
     return times, model
 
 
-class EpochTimer:
-    """Times each epoch of zoo.train by wrapping the variant's train_step (no change to the loop)."""
-
-    def __init__(self, steps_per_epoch: int) -> None:
-        self.steps_per_epoch, self.count, self.marks = steps_per_epoch, 0, [time.perf_counter()]
-
-    def wrap(self, variant: zoo.Variant) -> None:
-        inner = type(variant).train_step
-
-        def timed(v, *args, **kwargs):
-            out = inner(v, *args, **kwargs)
-            self.count += 1
-            if self.count % self.steps_per_epoch == 0:
-                self.marks.append(time.perf_counter())
-            return out
-
-        variant.train_step = timed.__get__(variant)
-
-    def epochs(self) -> list[float]:
-        return [b - a for a, b in zip(self.marks[:-1], self.marks[1:], strict=True)]
-
-
 def zoo_epochs(data, epochs: int, seed: int) -> tuple[list[float], nn.Module]:
     torch.manual_seed(seed)
     model = zoo.create("vae", latent_dim=16, hidden_dims=(512, 256))
@@ -106,10 +83,6 @@ def zoo_epochs(data, epochs: int, seed: int) -> tuple[list[float], nn.Module]:
 
 
 # -- measurements ----------------------------------------------------------------------------------
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 def training(reps: int, epochs: int) -> dict:
     train, test = load_dataset("mnist", "train"), load_dataset("mnist", "test")
     zoo_times, hand_times, zoo_loss, hand_loss = [], [], [], []
@@ -247,8 +220,7 @@ def main() -> None:
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
     reps = 2 if args.quick else 5
-    result = {"machine": f"{platform.machine()} {platform.processor()} {threads} cores, "
-                         f"torch {torch.__version__}, python {platform.python_version()}"}
+    result = {"machine": machine(threads)}
     result["training"] = training(reps, 3 if args.quick else 6)
     result["import"] = import_times(reps)
     result["load"] = load_and_save(reps * 4)
@@ -259,7 +231,7 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
     if not args.quick:
-        (HERE.parent / "docs" / "benchmarks.md").write_text(table)
+        write_doc(table)  # the MLP table is the page's head; other scripts' sections stay
     print(table)
 
 
