@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import EpochTimer, machine, median, write_doc
+from common import EpochTimer, hand_loop_epochs, machine, median, write_doc
 from torch import nn
 
 import zoo
@@ -56,17 +56,7 @@ def hand_epochs(x: torch.Tensor, epochs: int, seed: int) -> tuple[list[float], H
     """The loop as the PyTorch examples write it: default Adam, shuffled index batches."""
     torch.manual_seed(seed)
     model = HandVAE()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    times = []
-    for _ in range(epochs):
-        start = time.perf_counter()
-        for idx in torch.randperm(len(x)).split(128):
-            loss = model.loss(x[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        times.append(time.perf_counter() - start)
-    return times, model
+    return hand_loop_epochs(model, x, epochs, lr=1e-3, batch_size=128), model
 
 
 def zoo_epochs(data, epochs: int, seed: int) -> tuple[list[float], nn.Module]:

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import EpochTimer, machine, median, write_doc
+from common import EpochTimer, hand_loop_epochs, machine, median, write_doc
 from torch import Tensor, nn
 from zoo_model_cards.recipes import DSPRITES_CONFIG, RECIPES
 
@@ -143,17 +143,7 @@ def hand_vae_epochs(x: Tensor, epochs: int, seed: int) -> tuple[list[float], Han
     """The loop as the PyTorch examples write it: default Adam, shuffled index batches."""
     torch.manual_seed(seed)
     model = HandConvVAE()
-    opt = torch.optim.Adam(model.parameters(), lr=VAE_LR)
-    times = []
-    for _ in range(epochs):
-        start = time.perf_counter()
-        for idx in torch.randperm(len(x)).split(VAE_BATCH):
-            loss = model.loss(x[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        times.append(time.perf_counter() - start)
-    return times, model
+    return hand_loop_epochs(model, x, epochs, lr=VAE_LR, batch_size=VAE_BATCH), model
 
 
 @torch.no_grad()

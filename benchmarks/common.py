@@ -23,6 +23,23 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 _SECTION = re.compile(r"<!-- (?P<name>[\w-]+) -->\n.*?<!-- /(?P=name) -->\n", re.DOTALL)
 
 
+def hand_loop_epochs(model: torch.nn.Module, x: torch.Tensor, epochs: int, lr: float,
+                     batch_size: int) -> list[float]:
+    """The loop as the PyTorch examples write it (default Adam, shuffled index batches, ``model.loss``):
+    the wall time of each epoch."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    times = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        for idx in torch.randperm(len(x)).split(batch_size):
+            loss = model.loss(x[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 
