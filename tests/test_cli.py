@@ -238,7 +238,7 @@ def test_unknown_dataset_is_a_clear_error(tmp_path: Path) -> None:
                            *TINY, "--no-progress"])
     assert code == 2
     assert ("'digts' is neither a dataset name (mnist, mnist-full, digits, dsprites), an image folder nor an existing "
-            ".npz/.pt tensor file. Did you mean 'digits'?") in stderr
+            ".npz/.safetensors tensor file. Did you mean 'digits'?") in stderr
 
 
 def test_sample_of_a_non_generative_model(saved_ae: Path, tmp_path: Path) -> None:

@@ -120,7 +120,9 @@ class Payload:
         return open, (str(self.marker), "w")
 
 
-def test_npz_and_pt_tensor_files_and_a_pickle_payload_refused(digits, tmp_path):
+def test_npz_and_safetensors_files_and_pt_pickles_refused(digits, tmp_path):
+    from safetensors.torch import save_file
+
     npz = tmp_path / "digits.npz"
     np.savez(npz, x=(digits[:, 0].numpy() * 255).round().astype(np.uint8), y=np.arange(len(digits)) % 10)
     assert as_data(npz, (1, 28, 28)).x.shape == (120, 1, 28, 28)
@@ -128,15 +130,15 @@ def test_npz_and_pt_tensor_files_and_a_pickle_payload_refused(digits, tmp_path):
     assert result.adaptations == ["uint8 pixels 0-255 scaled to [0, 1] (divided by 255)"]
     assert result.data == f"{npz}: 120 examples of shape (28, 28), uint8, 10 classes"
 
-    pt = tmp_path / "digits.pt"
-    torch.save({"x": digits, "y": torch.arange(len(digits)) % 10}, pt)
-    result = zoo.finetune("cvae-mnist", pt, max_steps=1, **FAST)
+    tensors = tmp_path / "digits.safetensors"
+    save_file({"x": digits.contiguous(), "y": torch.arange(len(digits)) % 10}, str(tensors))
+    result = zoo.finetune("cvae-mnist", tensors, max_steps=1, **FAST)
     assert result.adaptations == [] and result.train.steps == 1
 
     evil, marker = tmp_path / "evil.pt", tmp_path / "executed"
     torch.save({"x": digits, "extra": Payload(marker)}, evil)
     for attempt in (lambda: zoo.finetune("vae-mnist", evil, **FAST), lambda: as_data(evil)):
-        with pytest.raises(DataError, match=r"weights_only=True.*never unpickles"):
+        with pytest.raises(DataError, match=r"a \.pt file is a pickle, and ae-zoo never unpickles data.*save_file"):
             attempt()
     assert not marker.exists()
 

@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="fine-tune a pretrained model on your data: OUT/ best weights, OUT/last/ last")
     p.add_argument("name", help="a checkpoint name, hf-hub:ORG/NAME or a saved folder")
     p.add_argument("--data", required=True, help="dataset name (mnist, digits, mnist-full), image folder (flat, or "
-                                                 "one sub-folder per class) or .npz/.pt tensor file")
+                                                 "one sub-folder per class) or .npz/.safetensors tensor file")
     p.add_argument("--out", required=True, type=Path, help="output folder (best weights; OUT/last: the last ones)")
     p.add_argument("--epochs", type=int, default=None, help="default 10")
     p.add_argument("--batch-size", type=int, default=None, help="default 128")

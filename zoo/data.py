@@ -17,7 +17,7 @@ Names understood by :func:`load_dataset` (and ``--data`` on the command line):
     ``val`` and ``test`` are fixed random subsets of 500 and 1,000 images held in memory.
 
 Pixels are scaled to [0, 1]. :func:`as_data` also accepts tensors, numpy arrays, ``(x, y)`` pairs,
-an image folder path, a ``.npz``/``.pt`` tensor file (:func:`read_tensor_file`), or a torch ``Dataset``.
+an image folder path, a ``.npz``/``.safetensors`` tensor file (:func:`read_tensor_file`), or a torch ``Dataset``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from __future__ import annotations
 import difflib
 import functools
 import os
-import pickle
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ from zoo.errors import DataError, UnknownNameError
 
 SPLITS = ("train", "fit", "val", "test")
 DATASETS = ("mnist", "mnist-full", "digits", "dsprites")
-TENSOR_FILES = (".npz", ".pt")
+TENSOR_FILES = (".npz", ".safetensors")
 #: Names under which a tensor file may hold the images and the labels.
 IMAGE_KEYS, LABEL_KEYS = ("x", "images"), ("y", "labels")
 
@@ -187,7 +186,7 @@ def as_data(data: Any, input_shape: Sequence[int] | None = None, *, split: str =
     """Turn what the user passed into :class:`TensorData` shaped like ``input_shape``.
 
     Accepts a dataset name, a Tensor or numpy array of images, an ``(x, y)`` pair, an image-folder
-    path, a ``.npz``/``.pt`` tensor file, a torch ``Dataset`` yielding ``x`` or ``(x, y)``, a
+    path, a ``.npz``/``.safetensors`` tensor file, a torch ``Dataset`` yielding ``x`` or ``(x, y)``, a
     ``TensorData``, or a streaming source with ``batches``/``num_batches`` (e.g.
     :class:`zoo.dsprites.DSprites`), passed through as it is.
     """
@@ -196,12 +195,12 @@ def as_data(data: Any, input_shape: Sequence[int] | None = None, *, split: str =
     if hasattr(data, "batches") and hasattr(data, "num_batches"):  # a streaming source such as DSprites
         return data
     if isinstance(data, str) and data in DATASETS:
-        return _reshape(load_dataset(data, split), input_shape)
+        return as_data(load_dataset(data, split), input_shape)  # dsprites is a streaming source
     if isinstance(data, str | Path):
         path = Path(data)
         if path.is_dir():
             return image_folder(path, input_shape)
-        if path.suffix in TENSOR_FILES and path.is_file():
+        if path.suffix in (*TENSOR_FILES, ".pt") and path.is_file():
             x, y = read_tensor_file(path)
             return as_data(x if y is None else (x, y), input_shape)
         close = difflib.get_close_matches(str(data), DATASETS, n=1)
@@ -254,13 +253,18 @@ def _from_dataset(dataset: torch.utils.data.Dataset, input_shape: Sequence[int] 
 
 
 def read_tensor_file(path: Path) -> tuple[Tensor, Tensor | None]:
-    """Images and labels (or None) from a ``.npz`` or ``.pt`` file, as stored (no scaling or reshaping).
+    """Images and labels (or None) from a ``.npz`` or ``.safetensors`` file, as stored (no scaling or
+    reshaping).
 
-    The file holds the images alone, or ``x``/``images`` and ``y``/``labels`` (named arrays in a
-    ``.npz``; a dict or an ``(x, y)`` pair in a ``.pt``). Nothing is unpickled: ``.npz`` files are
-    read with ``allow_pickle=False`` and ``.pt`` files with ``torch.load(weights_only=True)``, so a
-    file holding arbitrary Python objects is refused instead of executed.
+    The file holds the images alone, or ``x``/``images`` and ``y``/``labels`` (named arrays or
+    tensors). Nothing is unpickled: ``.npz`` files are read with ``allow_pickle=False`` (an object
+    array is refused), and ``.pt`` files, which are pickles, are refused with the one-line conversion
+    to use instead (even torch's weights-only loading runs an unpickler).
     """
+    if path.suffix == ".pt":
+        raise DataError(f"refused to read {path}: a .pt file is a pickle, and ae-zoo never unpickles data. "
+                        "Convert it once where you trust it: from safetensors.torch import save_file; "
+                        "save_file({'x': images, 'y': labels}, 'data.safetensors') (or numpy.savez)")
     if path.suffix == ".npz":
         try:
             with np.load(path, allow_pickle=False) as arrays:
@@ -268,16 +272,13 @@ def read_tensor_file(path: Path) -> tuple[Tensor, Tensor | None]:
         except ValueError as err:  # object arrays would need pickle
             raise DataError(f"cannot read {path} without unpickling ({err}); store numeric arrays only") from err
     else:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as err:
-            lines = str(err).splitlines()
-            reason = next((line.strip() for line in lines if "WeightsUnpickler error" in line), lines[0])
-            raise DataError(f"refused to load {path}: it holds more than tensors, and .pt data is read with "
-                            f"torch.load(weights_only=True), which never unpickles arbitrary objects ({reason}). "
-                            f"Save plain tensors: torch.save({{'x': images, 'y': labels}}, path).") from err
-        except Exception as err:  # torch.load raises assorted types (KeyError, RuntimeError, EOFError) for bad files
-            raise DataError(f"cannot read {path} as a torch.save file: {err!r}") from err
+            payload = load_file(str(path))
+        except SafetensorError as err:
+            raise DataError(f"cannot read {path} as a safetensors file: {err}") from err
     if isinstance(payload, Tensor):
         return payload, None
     if isinstance(payload, tuple | list) and len(payload) == 2 and all(isinstance(v, Tensor) for v in payload):

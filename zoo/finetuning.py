@@ -112,7 +112,7 @@ def finetune(model_or_name: str | nn.Module, data: Any, *, out: str | Path | Non
 
     ``model_or_name`` is anything :func:`zoo.load` takes (``"vae-mnist"``, ``"hf-hub:ORG/NAME"``,
     ``"local-dir:PATH"``) or a model. ``data`` is a dataset name (``mnist``: its train split), an image
-    folder (flat, or one sub-folder per class), a ``.npz``/``.pt`` tensor file, tensors, arrays or an
+    folder (flat, or one sub-folder per class), a ``.npz``/``.safetensors`` tensor file, tensors, arrays or an
     ``(x, y)`` pair. ``overrides`` are :class:`~zoo.training.TrainConfig` fields (defaults here:
     ``lr=1e-4``, ``patience=3``) or keys of the model's config (``beta=2.0``, ``warmup_steps=500``);
     ``config_overrides`` gives the latter as a dict. A config change that alters weight shapes (for

@@ -16,7 +16,7 @@ import importlib
 from pathlib import Path
 
 from zoo.errors import UnknownNameError
-from zoo.experiments.report import STATUS, ExperimentResult
+from zoo.experiments.report import STATUS, ExperimentResult, table_cell
 
 #: Experiment name -> module in this package (each module has ``CLAIM`` and ``run(out, quick)``).
 EXPERIMENTS = {
@@ -61,8 +61,8 @@ def write_index(out: str | Path) -> Path:
         results = Path(out) / name / "results.json"
         if results.is_file():
             data = json.loads(results.read_text())
-            quick = " (quick run)" if data["quick"] else ""
-            rows.append(f"| [{name}]({name}/README.md) | {data['claim']} | {STATUS[data['holds']]}{quick} |")
+            verdict = STATUS[data["holds"]] + (" (quick run)" if data["quick"] else "")
+            rows.append(f"| [{name}]({name}/README.md) | {table_cell(data['claim'])} | {verdict} |")
     text = ("# Experiments\n\nThe lecture's claims, measured. Rerun one with `zoo experiment NAME`, all with "
             "`zoo experiment all --out docs/experiments`.\n\n| experiment | claim | verdict |\n| --- | --- | --- |\n"
             + "\n".join(rows) + "\n")

@@ -20,7 +20,7 @@ def run(out: Path, quick: bool = False) -> ExperimentResult:
     from zoo.metrics import reconstruction_errors
     from zoo.pictures import reconstruction_rows, save_grid
 
-    steps, mig_points = (60, 1000) if quick else (1000, 10_000)
+    steps, mig_points = (60, 1000) if quick else (400, 10_000)
     test = load_dataset("dsprites", "test")
     numbers: dict[str, float] = {}
     pictures = []

@@ -35,7 +35,7 @@ class ExperimentResult:
 
     def markdown(self) -> str:
         pictures = "\n\n".join(f"![{caption}]({file})\n\n{caption}" for file, caption in self.pictures)
-        rows = "\n".join(f"| {key} | {_fmt(value)} |" for key, value in self.numbers.items())
+        rows = "\n".join(f"| {table_cell(key)} | {_fmt(value)} |" for key, value in self.numbers.items())
         run = f"zoo experiment {self.name}" + (" --quick" if self.quick else "")
         return f"""# {self.name}
 
@@ -65,6 +65,11 @@ Rerun with `{run}`{" (quick: a short version, for the tests)" if self.quick else
         payload = {"name": self.name, "claim": self.claim, "holds": self.holds, "verdict": self.verdict,
                    "quick": self.quick, "numbers": self.numbers}
         atomic_write(folder / "results.json", lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
+
+
+def table_cell(text: str) -> str:
+    """Text safe inside a Markdown table cell (``q(z|x)`` would split the cell)."""
+    return text.replace("|", "\\|")
 
 
 def _fmt(value: Any) -> str:
