@@ -44,15 +44,17 @@ def run(out: Path, quick: bool = False) -> ExperimentResult:
                             weighted_elbo(noise_dim=LATENT, noise_std=NOISE_STD), epochs=epochs, seed=0)
     stages["A. no noise (control)"] = latent_state(control, test)
     stages["B. noise on the latent"] = latent_state(model, test)
-    for i, (label, trained) in enumerate((("with noise", model), ("noise removed", None))):
-        if trained is None:
-            trained = train_with_loss(model, fit, weighted_elbo(), epochs=epochs, seed=1)
-            stages["C. then noise removed"] = latent_state(trained, test)
+
+    def bars(trained: torch.nn.Module, file: str, label: str) -> None:
         gain = reconstruction_gain(trained, test)
-        file = f"latents-{i}.png"
         save_latent_bars(gain["kl_per_latent"], out / file, gain_per_latent=gain["gain"],
                          title=f"per-latent KL and gain, {label}")
         pictures.append((file, f"per-latent KL and reconstruction gain, {label} (latent {LATENT} is the noisy one)"))
+
+    bars(model, "latents-0.png", "with noise")
+    train_with_loss(model, fit, weighted_elbo(), epochs=epochs, seed=1)  # the same model, noise removed
+    stages["C. then noise removed"] = latent_state(model, test)
+    bars(model, "latents-1.png", "noise removed")
     numbers = {f"{stage}: {key}": value for stage, state in stages.items() for key, value in state.items()}
     a, b, c = stages.values()
     collapsed = b["gain (nats)"] < b["KL (nats)"] + 0.05 and b["Var_x E[z] (active if > 0.01)"] < 0.01
