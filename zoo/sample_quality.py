@@ -53,7 +53,10 @@ def sharpness(images: Tensor) -> float:
 
 def classifier_confidence(images: Tensor) -> float:
     """Mean top-class probability the classifier gives ``images``."""
-    logits, _ = classify(images)
+    return _mean_confidence(classify(images)[0])
+
+
+def _mean_confidence(logits: Tensor) -> float:
     return float(logits.softmax(1).max(1).values.mean())
 
 
@@ -90,7 +93,7 @@ def sample_quality(model: nn.Module, real: Tensor, num_samples: int = 5000, seed
     logits, fake_features = classify(samples)
     _, real_features = classify(real)
     return {"fcd": frechet_distance(real_features, fake_features), "sharpness": sharpness(samples),
-            "sharpness_real": sharpness(real), "confidence": float(logits.softmax(1).max(1).values.mean())}
+            "sharpness_real": sharpness(real), "confidence": _mean_confidence(logits)}
 
 
 def conditional_accuracy(model: nn.Module, per_class: int = 500, seed: int = 0) -> dict[str, Any]:
