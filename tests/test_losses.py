@@ -613,3 +613,16 @@ def test_cvae_loss_with_several_mc_samples_matches_per_sample_decoding():
     assert num(out.terms["kl"]) == pytest.approx(num(kl), rel=1e-5)
     with pytest.raises(DataError, match="conditional"):
         zoo.get_variant("cvae").loss(model, x)
+
+
+def test_unit_range_checked_skips_the_per_batch_check_only_for_data_in_range():
+    inside, outside = unit_data(4, 1, 4, 4), unit_data(4, 1, 4, 4) * 255
+    with zoo.losses.unit_range_checked(inside, inside.clamp(0.5, 1)) as skipped:
+        assert skipped
+        check_unit_range(outside)  # skipped: the caller vouched for its data
+    with pytest.raises(DataError):
+        check_unit_range(outside)  # the block is over
+    with zoo.losses.unit_range_checked(inside, outside) as skipped:
+        assert not skipped
+        with pytest.raises(DataError):
+            check_unit_range(outside)

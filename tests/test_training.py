@@ -259,3 +259,11 @@ def test_train_on_cuda() -> None:
     assert {p.device.type for p in model.parameters()} == {"cuda"}
     assert all(math.isfinite(v) for epoch in result.history for v in epoch.values())
     assert result.history[-1]["loss"] < result.history[0]["loss"]
+
+
+def test_validation_data_outside_unit_range_is_still_caught() -> None:
+    """The Trainer checks the data's [0, 1] range once instead of every step: all of it, validation too."""
+    train = torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        zoo.train(tiny_vae(), train, val_data=pixels_0_255(16), epochs=1, batch_size=16, progress=False,
+                  device="cpu")

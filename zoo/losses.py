@@ -8,6 +8,9 @@ papers mean; a checkpoint's config.json records this as ``"reduction": "sum-per-
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
@@ -19,10 +22,35 @@ REDUCTION = "sum-per-example/mean-batch"
 LIKELIHOODS = ("bernoulli", "gaussian", "mse")
 
 
-def check_unit_range(x: Tensor) -> None:
-    """Fail clearly when Bernoulli targets fall outside [0, 1]."""
+_CHECKED_IN_RANGE: ContextVar[bool] = ContextVar("zoo_targets_checked_in_unit_range", default=False)
+
+
+def in_unit_range(x: Tensor) -> bool:
     lo, hi = torch.aminmax(x.detach())
-    if bool((lo < 0) | (hi > 1)):  # one host sync per call: this runs every training step
+    return bool((lo >= 0) & (hi <= 1))
+
+
+@contextmanager
+def unit_range_checked(*datasets: Tensor) -> Iterator[bool]:
+    """Check ``datasets`` once; if all lie in [0, 1], Bernoulli losses inside the block skip their
+    per-batch check (a reduction and a host sync every step) because it cannot fail. Otherwise nothing
+    changes: the per-batch check still raises for a Bernoulli model, and others do not care. Yields
+    whether the check is skipped."""
+    skip = all(in_unit_range(x) for x in datasets)
+    token = _CHECKED_IN_RANGE.set(_CHECKED_IN_RANGE.get() or skip)
+    try:
+        yield skip
+    finally:
+        _CHECKED_IN_RANGE.reset(token)
+
+
+def check_unit_range(x: Tensor) -> None:
+    """Fail clearly when Bernoulli targets fall outside [0, 1] (unless checked already for the whole
+    data: :func:`unit_range_checked`)."""
+    if _CHECKED_IN_RANGE.get():
+        return
+    lo, hi = torch.aminmax(x.detach())
+    if bool((lo < 0) | (hi > 1)):  # one host sync per call
         raise DataError(
             f"the Bernoulli likelihood (BCE) needs targets in [0, 1], but the data spans "
             f"[{float(lo):.4g}, {float(hi):.4g}]. Scale the data (e.g. divide 0-255 pixels by 255), "

@@ -1,20 +1,23 @@
 """Training: a ``Trainer`` that asks the variant for its optimisers and calls its ``train_step``.
 
 The hot loop does what a hand-written loop does and nothing more: in-memory data is moved to the
-device once and batched by tensor indexing; loss terms are accumulated on the device and read back
+device once and batched by tensor indexing, and checked once for Bernoulli losses' [0, 1] range
+instead of at every step (:func:`zoo.losses.unit_range_checked`); loss terms are accumulated on the device and read back
 only when the progress bar is refreshed (``refresh_every``) or a log row is written (``log_every``),
 in one host sync each time (:class:`zoo.logs.RunningTerms`).
 
-Around the loop: mixed precision (``precision``; :mod:`zoo.precision`, applied by the variant's
-``train_step`` through :mod:`zoo.stepping`), several processes under torchrun (:mod:`zoo.distributed`;
-``batch_size`` is then the global batch), resumable checkpoints (:mod:`zoo.checkpointing`) and logs
-(:mod:`zoo.logs`).
+On the CPU, freed memory stays in the process during training (:mod:`zoo.allocator`), so steps do
+not page-fault their buffers back in. Around the loop: mixed precision (``precision``;
+:mod:`zoo.precision`, applied by the variant's ``train_step`` through :mod:`zoo.stepping`), several
+processes under torchrun (:mod:`zoo.distributed`; ``batch_size`` is then the global batch), resumable
+checkpoints (:mod:`zoo.checkpointing`) and logs (:mod:`zoo.logs`).
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from zoo.allocator import release_free_memory, retain_freed_memory
 from zoo.checkpointing import (
     STATE_NAME,
     TrainerState,
@@ -36,6 +40,7 @@ from zoo.data import TensorData, as_data, random_shift
 from zoo.distributed import World, local_device, setup
 from zoo.errors import CheckpointError, ConfigError, DataError
 from zoo.logs import RunLog, RunningTerms
+from zoo.losses import unit_range_checked
 from zoo.precision import autocast_factory, check_precision, make_scaler
 from zoo.registry import get_variant
 from zoo.stepping import StepContext
@@ -76,6 +81,9 @@ class TrainConfig:
     log_dir: str | None = None
     #: Write a log row every this many steps: each term's mean over them, read in one host sync.
     log_every: int = 20
+    #: CPU with glibc: keep freed memory in the process instead of page-faulting it back every step
+    #: (zoo.allocator; about 2x faster for the 64x64 conv VAE). The process keeps its peak memory.
+    retain_cpu_memory: bool = True
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
@@ -174,14 +182,19 @@ class Trainer:
         log = None
         if cfg.log_dir is not None and world.is_main:
             log = RunLog(cfg.log_dir, resume=(self.step, state.epoch) if resume else None)
+        retained = cfg.retain_cpu_memory and self.device.type == "cpu" and retain_freed_memory()
+        in_memory = [d.x for d in (train, val) if isinstance(d, TensorData)]  # a streamed source is not checked
         try:
-            with self.context.active(self.optimizers, self.variant.name):
+            with (self.context.active(self.optimizers, self.variant.name),
+                  unit_range_checked(*in_memory) if len(in_memory) == 1 + (val is not None) else nullcontext()):
                 self._epochs(train, val, order, state, sums, bar, log)
         finally:
             if bar is not None:
                 bar.close()
             if log is not None:
                 log.close()
+            if retained:
+                release_free_memory()
         if self._best is not None and cfg.keep_best:
             self.model.load_state_dict(self._best)
         self.model.eval()
