@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+PYTHAE_VENV := benchmarks/.pythae-venv
+
+.PHONY: demo test lint bench bench-pythae-env clean
 
 $(BIN)/zoo: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +20,22 @@ test: $(BIN)/zoo
 	$(BIN)/ruff check zoo plugins tests examples model_cards benchmarks
 	ZOO_STRICT_PLUGINS=1 $(BIN)/pytest -q
 
-# Speed, memory and load time against hand-written loops (minutes; results in benchmarks/results, docs/benchmarks.md).
+# Speed, memory and load time against hand-written loops and pythae (minutes; results in
+# benchmarks/results, docs/benchmarks.md).
 bench: $(BIN)/zoo
+	$(MAKE) bench-pythae-env || echo "pythae could not be installed: bench.py runs without it"
 	$(BIN)/python benchmarks/bench.py
 	$(BIN)/python benchmarks/bench_paths.py
 
+# pythae in an environment of its own, with the zoo's torch: it is not a dependency of the zoo (it
+# saves models with cloudpickle and installs the old `dataclasses` backport). bench.py skips pythae,
+# and says so, where this environment could not be built.
+bench-pythae-env: $(PYTHAE_VENV)/bin/pythae-installed
+
+$(PYTHAE_VENV)/bin/pythae-installed: $(BIN)/zoo
+	$(PYTHON) -m venv $(PYTHAE_VENV)
+	$(PYTHAE_VENV)/bin/pip install pythae "torch==$$($(BIN)/python -c 'import torch; print(torch.__version__.split("+")[0])')"
+	touch $@
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(PYTHAE_VENV) build *.egg-info

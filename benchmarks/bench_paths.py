@@ -9,9 +9,11 @@ Workloads (issue "Benchmarks", the "Also" part), float32, CPU, torch.set_num_thr
 - Conv VAE 64x64: ``zoo.create("vae", **DSPRITES_CONFIG)`` (4 stride-2 convolutions 16-32-64-64 each
   way, 10 latents, Bernoulli), Adam lr 5e-4, batch 64, on dSprites images rendered once into memory
   (``zoo.dsprites.sample_subset``; rendering is outside the timed loops). Against the same layers
-  written as a plain ``nn.Module`` with default Adam and ``randperm(...).split(64)`` batches; both
-  start from the same weights. Samples/s of the median epoch (the first epoch of each run is not
-  counted), and the negative ELBO on held-out images after training.
+  written as a plain ``nn.Module`` with default Adam and ``randperm(...).split(64)`` batches, and
+  the same loop with the zoo's two speed-ups (fused Adam, freed memory kept: zoo.allocator), so
+  what is left between it and the zoo is the zoo's own overhead; all start from the same weights.
+  Samples/s of the median epoch (the first epoch of each run is not counted), and the negative
+  ELBO on held-out images after training.
 - VAE-GAN step: the ``vae-gan-mnist`` recipe (conv 28x28, feature-wise likelihood at the
   discriminator's first layer, gamma 1, non-saturating generator loss, discriminator at 0.1x the lr),
   batch 64, lr 2e-4, on the bundled MNIST ``train`` rows. Against Larsen et al.'s three losses
@@ -22,8 +24,10 @@ Workloads (issue "Benchmarks", the "Also" part), float32, CPU, torch.set_num_thr
 
 Before timing, each workload checks that both sides compute the same thing: the same loss on the same
 batch, weights and noise (and for VAE-GAN the same gradient for every parameter of every network).
-The two sides alternate over several runs, each side first in every other run; the results are
-medians and the ratio zoo / hand-written. Absolute times depend on the machine; the ratios are the result.
+The two sides alternate over several runs, each run in a fresh process (common.in_fresh_process),
+each side first in every other run. The results are medians and the ratio zoo / hand-written: the
+median of each run's own ratio (the machine's speed drifts over minutes; within a run the two sides
+are next to each other in time). Absolute times depend on the machine; the ratios are the result.
 """
 
 from __future__ import annotations
@@ -33,17 +37,21 @@ import copy
 import json
 import math
 import os
+import resource
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from common import EpochTimer, hand_loop_epochs, machine, median, write_doc
+from common import EpochTimer, hand_loop_epochs, in_fresh_process, machine, median, run_ratios, write_doc
 from torch import Tensor, nn
 from zoo_model_cards.recipes import DSPRITES_CONFIG, RECIPES
 
 import zoo
+from zoo.allocator import retain_freed_memory
 from zoo.data import TensorData, load_dataset
 from zoo.dsprites import sample_subset
 from zoo.training import TrainConfig, evaluate_loss
@@ -67,7 +75,7 @@ class Sizes:
     gan_chunks: int  # per run, the first not counted
 
 
-FULL = Sizes(runs=5, vae_train=1024, vae_test=1000, vae_epochs=4, gan_chunk=8, gan_chunks=4)
+FULL = Sizes(runs=7, vae_train=1024, vae_test=1000, vae_epochs=4, gan_chunk=8, gan_chunks=4)
 QUICK = Sizes(runs=2, vae_train=256, vae_test=500, vae_epochs=3, gan_chunk=2, gan_chunks=3)
 
 
@@ -139,11 +147,14 @@ def zoo_vae_epochs(x: Tensor, epochs: int, seed: int) -> tuple[list[float], nn.M
     return timer.epochs(), model
 
 
-def hand_vae_epochs(x: Tensor, epochs: int, seed: int) -> tuple[list[float], HandConvVAE]:
-    """The loop as the PyTorch examples write it: default Adam, shuffled index batches."""
+def hand_vae_epochs(x: Tensor, epochs: int, seed: int, *, tuned: bool = False) -> tuple[list[float], HandConvVAE]:
+    """The loop as the PyTorch examples write it: default Adam, shuffled index batches. ``tuned``: with
+    the zoo's two speed-ups, fused Adam and freed memory kept in the process (zoo.allocator)."""
     torch.manual_seed(seed)
     model = HandConvVAE()
-    return hand_loop_epochs(model, x, epochs, lr=VAE_LR, batch_size=VAE_BATCH), model
+    if tuned:
+        retain_freed_memory()
+    return hand_loop_epochs(model, x, epochs, lr=VAE_LR, batch_size=VAE_BATCH, fused=tuned), model
 
 
 @torch.no_grad()
@@ -152,26 +163,52 @@ def hand_test_loss(model: HandConvVAE, x: Tensor) -> float:
     return sum(float(model.loss(b)) * len(b) for b in x.split(EVAL_BATCH)) / len(x)
 
 
-def conv_vae(sizes: Sizes) -> dict:
+def conv_side_run(side: str, data: str, epochs: int, seed: int) -> dict:
+    """One timed run of one side ("zoo", "hand" or "hand_tuned"), meant for a fresh process
+    (common.in_fresh_process): its epoch times and its held-out loss."""
+    with np.load(data, allow_pickle=False) as arrays:
+        train, test = torch.from_numpy(arrays["train"]), torch.from_numpy(arrays["test"])
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    if side == "zoo":
+        times, model = zoo_vae_epochs(train, epochs, seed)
+    else:
+        times, model = hand_vae_epochs(train, epochs, seed, tuned=side == "hand_tuned")
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults  # the training run, first epoch included
+    torch.manual_seed(10_000 + seed)  # the same test noise for every side
+    if side == "zoo":
+        loss = evaluate_loss(zoo.get_variant("vae"), model, TensorData(test), EVAL_BATCH)["neg_elbo"]
+    else:
+        loss = hand_test_loss(model, test)
+    return {"epoch_times": times, "test_neg_elbo": loss,
+            "page_faults_per_step": faults / (epochs * -(-len(train) // VAE_BATCH))}
+
+
+def conv_vae(sizes: Sizes, threads: int) -> dict:
     train, test = dsprites_images(sizes)
     check_conv_vae(train)
-    zoo_times, hand_times, zoo_loss, hand_loss = [], [], [], []
-    for run in range(sizes.runs):  # alternate the two sides, each first in every other run
-        for side in ("zoo", "hand") if run % 2 == 0 else ("hand", "zoo"):
-            if side == "zoo":
-                times, model = zoo_vae_epochs(train, sizes.vae_epochs, run)
-                zoo_times += times[1:]  # the first epoch pays one-time costs on both sides
-                torch.manual_seed(10_000 + run)  # the same test noise for both sides
-                zoo_loss.append(evaluate_loss(zoo.get_variant("vae"), model, TensorData(test), EVAL_BATCH)["neg_elbo"])
-            else:
-                times, hand = hand_vae_epochs(train, sizes.vae_epochs, run)
-                hand_times += times[1:]
-                torch.manual_seed(10_000 + run)
-                hand_loss.append(hand_test_loss(hand, test))
-    n = len(train)
-    return {"zoo_samples_per_s": n / median(zoo_times), "hand_samples_per_s": n / median(hand_times),
-            "throughput_ratio": median(hand_times) / median(zoo_times),
-            "zoo_test_neg_elbo": median(zoo_loss), "hand_test_neg_elbo": median(hand_loss),
+    sides = ["zoo", "hand", "hand_tuned"]
+    times: dict[str, list[list[float]]] = {side: [] for side in sides}
+    losses: dict[str, list[float]] = {side: [] for side in sides}
+    faults: dict[str, list[float]] = {side: [] for side in sides}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "dsprites.npz"
+        np.savez(data, train=train.numpy(), test=test.numpy())
+        for run in range(sizes.runs):  # the sides in turn, the one that goes first rotating
+            for side in sides[run % len(sides):] + sides[:run % len(sides)]:
+                out = in_fresh_process("bench_paths", "conv_side_run", threads, {
+                    "side": side, "data": str(data), "epochs": sizes.vae_epochs, "seed": run})
+                times[side].append(out["epoch_times"][1:])  # the first epoch pays one-time costs on every side
+                losses[side].append(out["test_neg_elbo"])
+                faults[side].append(out["page_faults_per_step"])
+    n, ratios = len(train), run_ratios(times["hand"], times["zoo"])
+    tuned_ratios = run_ratios(times["hand_tuned"], times["zoo"])
+    return {"zoo_samples_per_s": n / median(sum(times["zoo"], [])),
+            "hand_samples_per_s": n / median(sum(times["hand"], [])),
+            "hand_tuned_samples_per_s": n / median(sum(times["hand_tuned"], [])),
+            "throughput_ratio": median(ratios), "throughput_ratio_per_run": ratios,
+            "vs_hand_tuned_ratio": median(tuned_ratios), "vs_hand_tuned_ratio_per_run": tuned_ratios,
+            "zoo_test_neg_elbo": median(losses["zoo"]), "hand_test_neg_elbo": median(losses["hand"]),
+            **{f"{side}_page_faults_per_step": median(faults[side]) for side in sides},
             "train_images": n, "test_images": len(test), "epochs_per_run": sizes.vae_epochs, "runs": sizes.runs}
 
 
@@ -262,37 +299,56 @@ def hand_gan_chunks(x: Tensor, chunk: int, chunks: int, seed: int) -> list[float
     return [b - a for a, b in zip(marks[:-1], marks[1:], strict=True)]
 
 
-def vae_gan(sizes: Sizes) -> dict:
+def gan_side_run(side: str, chunk: int, chunks: int, seed: int) -> list[float]:
+    """One timed run of one side ("zoo" or "hand"), meant for a fresh process: the time of each chunk."""
     train = load_dataset("mnist", "train")
-    check_vae_gan(train.x[:GAN_BATCH])
-    zoo_times, hand_times = [], []
+    if side == "zoo":
+        return zoo_gan_chunks(train, chunk, chunks, seed)
+    return hand_gan_chunks(train.x, chunk, chunks, seed)
+
+
+def vae_gan(sizes: Sizes, threads: int) -> dict:
+    check_vae_gan(load_dataset("mnist", "train").x[:GAN_BATCH])
+    times: dict[str, list[list[float]]] = {"zoo": [], "hand": []}
     for run in range(sizes.runs):
         for side in ("zoo", "hand") if run % 2 == 0 else ("hand", "zoo"):
-            if side == "zoo":
-                zoo_times += zoo_gan_chunks(train, sizes.gan_chunk, sizes.gan_chunks, run)[1:]
-            else:
-                hand_times += hand_gan_chunks(train.x, sizes.gan_chunk, sizes.gan_chunks, run)[1:]
-    return {"zoo_steps_per_s": sizes.gan_chunk / median(zoo_times),
-            "hand_steps_per_s": sizes.gan_chunk / median(hand_times),
-            "step_ratio": median(hand_times) / median(zoo_times), "batch_size": GAN_BATCH,
+            chunks = in_fresh_process("bench_paths", "gan_side_run", threads, {
+                "side": side, "chunk": sizes.gan_chunk, "chunks": sizes.gan_chunks, "seed": run})
+            times[side].append(chunks[1:])  # the first chunk pays one-time costs on both sides
+    ratios = run_ratios(times["hand"], times["zoo"])
+    return {"zoo_steps_per_s": sizes.gan_chunk / median(sum(times["zoo"], [])),
+            "hand_steps_per_s": sizes.gan_chunk / median(sum(times["hand"], [])),
+            "step_ratio": median(ratios), "step_ratio_per_run": ratios, "batch_size": GAN_BATCH,
             "steps_per_chunk": sizes.gan_chunk, "chunks_per_run": sizes.gan_chunks, "runs": sizes.runs}
 
 
 # -- report ---------------------------------------------------------------------------------------
+def spread(ratio: float, per_run: list[float]) -> str:
+    return f"{ratio:.3f}x (runs: {min(per_run):.3f} to {max(per_run):.3f})"
+
+
 def markdown(r: dict) -> str:
     v, g = r["conv_vae"], r["vae_gan"]
     rows = [
         ("conv VAE 64x64 training throughput (samples/s, median epoch)", f"{v['zoo_samples_per_s']:.1f}",
-         f"{v['hand_samples_per_s']:.1f}", f"{v['throughput_ratio']:.3f}x"),
+         f"{v['hand_samples_per_s']:.1f}", spread(v["throughput_ratio"], v["throughput_ratio_per_run"])),
+        ("conv VAE: the hand-written loop with fused Adam and the zoo's allocator setting (samples/s); "
+         "ratio: zoo / this loop", "", f"{v['hand_tuned_samples_per_s']:.1f}",
+         spread(v["vs_hand_tuned_ratio"], v["vs_hand_tuned_ratio_per_run"])),
+        ("conv VAE: minor page faults per training step (mean over a run, its first epoch included; the "
+         "hand-written loop with the zoo's speed-ups in brackets)", f"{v['zoo_page_faults_per_step']:.0f}",
+         f"{v['hand_page_faults_per_step']:.0f} ({v['hand_tuned_page_faults_per_step']:.0f})", ""),
         (f"conv VAE test negative ELBO after {v['epochs_per_run']} epochs of {v['train_images']} images "
          f"({v['test_images']} held-out images)", f"{v['zoo_test_neg_elbo']:.2f}",
          f"{v['hand_test_neg_elbo']:.2f}", ""),
         (f"VAE-GAN training steps/s (batch {g['batch_size']}, median chunk of {g['steps_per_chunk']} steps)",
-         f"{g['zoo_steps_per_s']:.3f}", f"{g['hand_steps_per_s']:.3f}", f"{g['step_ratio']:.3f}x"),
+         f"{g['zoo_steps_per_s']:.3f}", f"{g['hand_steps_per_s']:.3f}",
+         spread(g["step_ratio"], g["step_ratio_per_run"])),
     ]
     lines = ["## Conv VAE 64x64 and VAE-GAN", "",
              f"Machine: {r['machine']}. Produced by `python benchmarks/bench_paths.py` (medians of {v['runs']} "
-             "alternating runs; raw numbers in `benchmarks/results/bench_paths.json`). Conv VAE: the "
+             "alternating runs, each in a fresh process; a ratio is the median of the runs' own ratios, with "
+             "their range; raw numbers in `benchmarks/results/bench_paths.json`). Conv VAE: the "
              f"`vae-dsprites` architecture on pre-rendered dSprites images, batch {VAE_BATCH}, Adam lr {VAE_LR:g}; "
              "hand-written: the same layers as a plain `nn.Module`, default Adam. VAE-GAN: the `vae-gan-mnist` "
              f"recipe, batch {GAN_BATCH}, lr {GAN_LR:g}; hand-written: Larsen et al.'s three losses over the same "
@@ -314,7 +370,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     sizes = QUICK if args.quick else FULL
     result = {"machine": f"{machine(os.cpu_count() or 1)}, {args.threads} torch threads", "quick": args.quick,
-              "conv_vae": conv_vae(sizes), "vae_gan": vae_gan(sizes)}
+              "conv_vae": conv_vae(sizes, args.threads), "vae_gan": vae_gan(sizes, args.threads)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
