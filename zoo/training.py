@@ -2,9 +2,9 @@
 
 The hot loop does what a hand-written loop does and nothing more: in-memory data is moved to the
 device once and batched by tensor indexing, and checked once for Bernoulli losses' [0, 1] range
-instead of at every step (:func:`zoo.losses.unit_range_checked`); loss terms are accumulated on the device and read back
-only when the progress bar is refreshed (``refresh_every``) or a log row is written (``log_every``),
-in one host sync each time (:class:`zoo.logs.RunningTerms`).
+instead of at every step (:func:`zoo.losses.unit_range_checked`); loss terms are accumulated on the
+device and read back only when the progress bar is refreshed (``refresh_every``) or a log row is
+written (``log_every``), in one host sync each time (:class:`zoo.logs.RunningTerms`).
 
 On the CPU, freed memory stays in the process during training (:mod:`zoo.allocator`), so steps do
 not page-fault their buffers back in. Around the loop: mixed precision (``precision``;
@@ -82,7 +82,7 @@ class TrainConfig:
     #: Write a log row every this many steps: each term's mean over them, read in one host sync.
     log_every: int = 20
     #: CPU with glibc: keep freed memory in the process instead of page-faulting it back every step
-    #: (zoo.allocator; about 2x faster for the 64x64 conv VAE). The process keeps its peak memory.
+    #: (zoo.allocator; about 1.5x faster for the 64x64 conv VAE). The process keeps its peak memory.
     retain_cpu_memory: bool = True
 
     def __post_init__(self) -> None:
