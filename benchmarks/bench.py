@@ -288,8 +288,8 @@ print(int(hwm.split()[1]) / 1024)
 """
 
 
-def peak_rss(threads: int) -> dict:  # CPU
-    """Peak RSS (VmHWM, reset after imports and data loading) of fresh processes that differ only in
+def peak_rss(threads: int) -> dict:
+    """On the CPU: peak RSS (VmHWM, reset after imports and data loading) of fresh processes that differ only in
     the work measured; the import-time peak of torch's libraries would otherwise hide it."""
     from safetensors.torch import save_file
 
