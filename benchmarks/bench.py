@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +42,7 @@ from common import (
     in_fresh_process,
     machine,
     median,
+    run_checked,
     run_ratios,
     synchronize,
     write_doc,
@@ -98,9 +98,14 @@ def hand_epochs(x: torch.Tensor, epochs: int, seed: int, setup: Setup, *,
     return times, model
 
 
+def zoo_vae() -> nn.Module:
+    """The workload's model as the zoo builds it (the same layers as :class:`HandVAE`)."""
+    return zoo.create("vae", latent_dim=16, hidden_dims=(512, 256))
+
+
 def zoo_epochs(data: TensorData, epochs: int, seed: int, setup: Setup) -> tuple[list[float], nn.Module]:
     torch.manual_seed(seed)
-    model = zoo.create("vae", latent_dim=16, hidden_dims=(512, 256))
+    model = zoo_vae()
     variant = zoo.get_variant("vae")
     timer = EpochTimer(-(-len(data) // 128), setup.device)
     timer.wrap(variant)
@@ -117,7 +122,7 @@ def check_same_model(x: torch.Tensor) -> None:
     """Both sides build the same layers with the same initial weights (same seed) and compute the same
     loss on one batch and noise, so the comparison is of the loops alone."""
     torch.manual_seed(0)
-    model = zoo.create("vae", latent_dim=16, hidden_dims=(512, 256))
+    model = zoo_vae()
     torch.manual_seed(0)
     hand = HandVAE()
     zoo_params, hand_params = list(model.parameters()), list(hand.parameters())
@@ -131,7 +136,7 @@ def check_same_model(x: torch.Tensor) -> None:
 
 @torch.no_grad()
 def held_out_neg_elbo(loss: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, seed: int,
-                  repeats: int = 10) -> float:
+                      repeats: int = 10) -> float:
     """Mean negative ELBO over ``x``, averaged over ``repeats`` draws of the noise (the same draws for
     both sides: the seed is reset first), so one unlucky draw does not decide the comparison."""
     torch.manual_seed(seed)
@@ -142,9 +147,9 @@ def pythae_epochs(python: Path, data: Path, epochs: int, seed: int, test_seed: i
     """One run of the workload through pythae's trainer, in pythae's own environment (pythae_side.py)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "pythae.json"
-        subprocess.run([str(python), str(HERE / "pythae_side.py"), "--data", str(data), "--epochs", str(epochs),
-                        "--seed", str(seed), "--test-seed", str(test_seed), "--threads", str(threads),
-                        "--out", str(out)], check=True, capture_output=True, text=True)
+        run_checked([str(python), str(HERE / "pythae_side.py"), "--data", str(data), "--epochs", str(epochs),
+                     "--seed", str(seed), "--test-seed", str(test_seed), "--threads", str(threads),
+                     "--out", str(out)], "pythae_side.py")
         run = json.loads(out.read_text())
     torch.manual_seed(seed)
     hand = sum(p.detach().double().sum() for p in HandVAE().parameters())
@@ -212,8 +217,7 @@ def training(setup: Setup, reps: int, epochs: int, pythae: Path | None) -> dict:
 def import_times(reps: int) -> dict:
     def fresh(stmt: str) -> float:
         code = f"import time; t = time.perf_counter(); {stmt}; print(time.perf_counter() - t)"
-        return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                    check=True).stdout)
+        return float(run_checked([sys.executable, "-c", code], stmt))
 
     torch_t, zoo_t, first_use_t = [], [], []
     for _ in range(reps):
@@ -305,8 +309,7 @@ def peak_rss(threads: int) -> dict:
         save_file({"x": train.x.contiguous(), "y": train.y.contiguous()}, data)
         for key, body in bodies.items():
             code = PEAK_RSS.format(threads=threads, here=str(HERE), body=body, data=data)
-            out[key] = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                            check=True).stdout.split()[-1])
+            out[key] = float(run_checked([sys.executable, "-c", code], f"peak RSS of {key}").split()[-1])
     out["train_rss_overhead_mib"] = out["train_zoo_mib"] - out["train_hand_mib"]
     return out
 

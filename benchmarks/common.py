@@ -33,7 +33,7 @@ def hand_loop_epochs(model: torch.nn.Module, x: torch.Tensor, epochs: int, lr: f
     """The loop as the PyTorch examples write it (default Adam, shuffled index batches, ``model.loss``):
     the wall time of each epoch. On ``x``'s device; ``fused`` takes Adam's fused kernel and
     ``precision="bf16"`` computes the loss under bf16 autocast, as the zoo's options do."""
-    opt = torch.optim.Adam(model.parameters(), lr=lr, fused=fused or None)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, fused=fused or None)  # None: torch's default step
     times = []
     for _ in range(epochs):
         start = time.perf_counter()
@@ -68,10 +68,16 @@ def in_fresh_process(module: str, function: str, threads: int, kwargs: dict[str,
     run after it in the same process, and any run leaves caches and a heap shaped by it."""
     code = (f"import json, sys; sys.path.insert(0, {str(HERE)!r}); import torch; torch.set_num_threads({threads}); "
             f"import {module}; print(json.dumps({module}.{function}(**json.loads(sys.argv[1]))))")
-    done = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], capture_output=True, text=True)
+    out = run_checked([sys.executable, "-c", code, json.dumps(kwargs)], f"{module}.{function}({kwargs})")
+    return json.loads(out.splitlines()[-1])
+
+
+def run_checked(command: list[str], what: str) -> str:
+    """Run ``command`` and return its stdout; if it fails, raise with the end of its stderr."""
+    done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"{module}.{function}({kwargs}) failed in its process:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.splitlines()[-1])
+        raise RuntimeError(f"{what} failed in its process:\n{done.stderr[-3000:]}")
+    return done.stdout
 
 
 def median(values: list[float]) -> float:
