@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import random
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,10 +183,8 @@ class Trainer:
         if cfg.log_dir is not None and world.is_main:
             log = RunLog(cfg.log_dir, resume=(self.step, state.epoch) if resume else None)
         retained = cfg.retain_cpu_memory and self.device.type == "cpu" and retain_freed_memory()
-        in_memory = [d.x for d in (train, val) if isinstance(d, TensorData)]  # a streamed source is not checked
         try:
-            with (self.context.active(self.optimizers, self.variant.name),
-                  unit_range_checked(*in_memory) if len(in_memory) == 1 + (val is not None) else nullcontext()):
+            with self.context.active(self.optimizers, self.variant.name), _range_checked_once(train, val):
                 self._epochs(train, val, order, state, sums, bar, log)
         finally:
             if bar is not None:
@@ -334,6 +332,15 @@ def train(model: nn.Module, data: Any, *, val_data: Any = None, **settings: Any)
     >>> zoo.train(model, "mnist", epochs=5, lr=1e-3)
     """
     return Trainer(model, **settings).fit(data, val_data)
+
+
+def _range_checked_once(train: Any, val: Any) -> AbstractContextManager[object]:
+    """Check the data's [0, 1] range once for the whole run (:func:`zoo.losses.unit_range_checked`)
+    when all of it is in memory; a streamed source keeps the per-batch check."""
+    datasets = [d for d in (train, val) if d is not None]
+    if all(isinstance(d, TensorData) for d in datasets):
+        return unit_range_checked(*(d.x for d in datasets))
+    return nullcontext()
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:
