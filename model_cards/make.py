@@ -21,7 +21,6 @@ from zoo_model_cards.recipes import RECIPES, Recipe
 import zoo
 from zoo.cards import checkpoint_card
 from zoo.data import load_dataset
-from zoo.distributions import DiagonalGaussian
 from zoo.evaluation import evaluate
 from zoo.folder import atomic_write
 
@@ -135,7 +134,7 @@ def write_samples(model: torch.nn.Module, folder: Path) -> str:
     variant = zoo.get_variant(model.variant_name)
     if not variant.generative:
         return ""
-    classes = getattr(model.config, "num_classes", 0)
+    classes = model.num_classes
     images = class_rows(model, classes, per_class=10, seed=0) if classes else prior_samples(model, 80, seed=0)
     save_grid(images, folder / SAMPLES_NAME, nrow=10)
     what = ("row k: 10 samples of class k (`model.sample(10, y=k)`, seed 0)" if classes
@@ -160,13 +159,12 @@ def write_reference(model: torch.nn.Module, test, name: str, references: Path = 
 
     idx = torch.arange(8) * 100 if test.y is not None else torch.arange(8)
     x = test.x[idx].contiguous()
-    labels = test.y[idx].contiguous() if getattr(model.config, "num_classes", 0) else None
+    labels = test.y[idx].contiguous() if model.num_classes else None
     with torch.no_grad():
         tensors = {"input": x, "reconstruction": model(x, labels).contiguous()}
         if test.y is not None:
             tensors["labels"] = test.y[idx].contiguous()
-        code = model.encode(x, labels)
-        tensors["code"] = (code.mean if isinstance(code, DiagonalGaussian) else code).contiguous()
+        tensors["code"] = model.encode(x, labels).mode().contiguous()
     references.mkdir(parents=True, exist_ok=True)
     path = references / f"{name}.safetensors"
     save_file(tensors, str(path))

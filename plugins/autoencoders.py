@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 import zoo
+from zoo.distributions import PointMass
 from zoo.errors import ConfigError
 from zoo.losses import bernoulli_kl, reconstruction_nll
 from zoo.model import ZooModel
@@ -39,7 +40,7 @@ class AutoencoderConfig:
 
 
 class Autoencoder(ZooModel):
-    """x -> code = g(x) -> reconstruction f(code). ``encode`` returns the code tensor."""
+    """x -> code = g(x) -> reconstruction f(code). ``encode`` returns the code as a point mass."""
 
     def __init__(self, config: AutoencoderConfig) -> None:
         super().__init__(config)
@@ -50,8 +51,12 @@ class Autoencoder(ZooModel):
         self.decoder = Decoder(config.latent_dim, config.hidden_dims, config.input_shape,
                                config.architecture, config.activation)
 
-    def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+    def code(self, x: Tensor) -> Tensor:
+        """The code g(x), (B, latent_dim)."""
         return self.code_activation(self.encoder(x))
+
+    def encode(self, x: Tensor, y: Tensor | None = None) -> PointMass:
+        return PointMass(self.code(x))
 
     def encode_hidden(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         """The code plus every hidden activation of the encoder (for the sparsity penalty)."""
@@ -66,8 +71,15 @@ class Autoencoder(ZooModel):
         out = self.decode_logits(z)
         return torch.sigmoid(out) if self.config.likelihood == "bernoulli" else out
 
+    def reconstruction_nll(self, x: Tensor, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """The reconstruction error per example: BCE (the Bernoulli NLL, nats) or the squared error (mse).
+        ``z`` may carry leading sample dims."""
+        lead = z.shape[:-1]
+        logits = self.decode_logits(z.reshape(-1, z.shape[-1])).reshape(*lead, *self.config.input_shape)
+        return reconstruction_nll(logits, x, self.config.likelihood)
+
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        return self.decode(self.encode(x))
+        return self.decode(self.code(x))
 
 
 class AutoencoderVariant(Variant):
@@ -76,6 +88,7 @@ class AutoencoderVariant(Variant):
     name = "ae"
     config_class = AutoencoderConfig
     description = "Undercomplete autoencoder (code smaller than the input), MSE or BCE reconstruction"
+    has_likelihood = True
 
     def build(self, config: AutoencoderConfig) -> Autoencoder:
         self.check_config(config)
@@ -84,13 +97,9 @@ class AutoencoderVariant(Variant):
     def check_config(self, config: AutoencoderConfig) -> None:
         pass
 
-    def reconstruction(self, model: Autoencoder, x: Tensor, code: Tensor) -> Tensor:
-        """Per-example reconstruction error of ``x`` from ``code``."""
-        return reconstruction_nll(model.decode_logits(code), x, model.config.likelihood)
-
     def loss(self, model: Autoencoder, batch: Batch, *, step: int = 0) -> LossOutput:
         x, _ = split_batch(batch)
-        recon = self.reconstruction(model, x, model.encode(x)).mean()
+        recon = model.reconstruction_nll(x, model.code(x)).mean()
         return LossOutput(recon, {"reconstruction": recon})
 
 
@@ -120,8 +129,8 @@ class OvercompleteVariant(AutoencoderVariant):
 
     def loss(self, model: Autoencoder, batch: Batch, *, step: int = 0) -> LossOutput:
         x, _ = split_batch(batch)
-        code = model.encode(x)
-        recon = self.reconstruction(model, x, code).mean()
+        code = model.code(x)
+        recon = model.reconstruction_nll(x, code).mean()
         l1 = code.abs().sum(1).mean()
         return LossOutput(recon + model.config.code_l1 * l1, {"reconstruction": recon, "code_l1": l1})
 
@@ -157,7 +166,7 @@ class DenoisingVariant(AutoencoderVariant):
     def loss(self, model: Autoencoder, batch: Batch, *, step: int = 0) -> LossOutput:
         x, _ = split_batch(batch)
         noisy = self.corrupt(x, model.config) if model.training else x
-        recon = self.reconstruction(model, x, model.encode(noisy)).mean()
+        recon = model.reconstruction_nll(x, model.code(noisy)).mean()
         return LossOutput(recon, {"reconstruction": recon})
 
 
@@ -199,7 +208,7 @@ class SparseVariant(AutoencoderVariant):
     def loss(self, model: Autoencoder, batch: Batch, *, step: int = 0) -> LossOutput:
         x, _ = split_batch(batch)
         code, hidden = model.encode_hidden(x)
-        recon = self.reconstruction(model, x, code).mean()
+        recon = model.reconstruction_nll(x, code).mean()
         penalty = self.sparsity_penalty([*hidden, code], model.config.sparsity_target)
         total = recon + model.config.sparsity_weight * penalty
         return LossOutput(total, {"reconstruction": recon, "sparsity_kl": penalty})
@@ -228,7 +237,7 @@ class ContractiveVariant(AutoencoderVariant):
         """
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
-            code = model.encode(x)
+            code = model.code(x)
             k = code.shape[1]
             basis = torch.eye(k, device=code.device, dtype=code.dtype)[:, None, :].expand(k, *code.shape)
             (rows,) = torch.autograd.grad(code, x, basis, create_graph=True, is_grads_batched=True)
@@ -237,7 +246,7 @@ class ContractiveVariant(AutoencoderVariant):
     def loss(self, model: Autoencoder, batch: Batch, *, step: int = 0) -> LossOutput:
         x, _ = split_batch(batch)
         code, frob = self.jacobian_penalty(model, x)
-        recon = self.reconstruction(model, x, code).mean()
+        recon = model.reconstruction_nll(x, code).mean()
         penalty = frob.mean()
         return LossOutput(recon + model.config.contractive_weight * penalty,
                           {"reconstruction": recon, "jacobian_frobenius2": penalty})

@@ -3,6 +3,9 @@
 q(z|x) = N(mu, diag(exp(logvar))), z = mu + sigma * eps, prior N(0, I), analytic KL; Bernoulli
 decoder (BCE on logits) or Gaussian decoder with fixed sigma (-log N(x; f(z), sigma^2 I) with its
 constant); K Monte-Carlo samples per example. Convention: sums per example, mean over the batch.
+
+The latent is a flat vector of ``latent_dim`` numbers, or with ``latent_channels > 0`` (conv
+architecture) a spatial grid (latent_channels, H / 2^L, W / 2^L) as the VAEs of latent diffusion have.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from zoo.distributions import DiagonalGaussian
 from zoo.errors import ConfigError
 from zoo.losses import reconstruction_nll
 from zoo.model import ZooModel, condition_vector
-from zoo.nets import Decoder, Encoder
+from zoo.nets import Decoder, Encoder, SpatialDecoder, SpatialEncoder, spatial_latent_shape
 from zoo.variant import Batch, LossOutput, Variant, split_batch
 
 
@@ -38,8 +41,16 @@ class VAEConfig:
     #: K, the Monte-Carlo samples of z per example in the reconstruction term.
     mc_samples: int = 1
     num_classes: int = 0
+    #: 0: a flat latent of latent_dim numbers. Above 0 (architecture "conv"): a spatial latent of this many
+    #: channels at the conv trunk's resolution (latent_dim is then not used).
+    latent_channels: int = 0
 
     def __post_init__(self) -> None:
+        if self.latent_channels < 0:
+            raise ConfigError(f"latent_channels must be 0 (a flat latent) or positive, got {self.latent_channels}")
+        if self.latent_channels and self.architecture != "conv":
+            raise ConfigError(f"a spatial latent (latent_channels={self.latent_channels}) needs architecture='conv', "
+                              f"not {self.architecture!r}")
         if self.likelihood not in ("bernoulli", "gaussian"):
             raise ConfigError(f"VAE likelihood must be 'bernoulli' or 'gaussian', not {self.likelihood!r}")
         if self.mc_samples < 1:
@@ -53,26 +64,44 @@ class VAEModel(ZooModel):
 
     def __init__(self, config: VAEConfig) -> None:
         super().__init__(config)
-        self.encoder = Encoder(config.input_shape, config.hidden_dims, 2 * config.latent_dim,
-                               config.architecture, config.activation, cond_dim=config.num_classes)
-        self.decoder = Decoder(config.latent_dim, config.hidden_dims, config.input_shape,
-                               config.architecture, config.activation, cond_dim=config.num_classes)
+        cond = config.num_classes
+        if config.latent_channels:
+            self.encoder = SpatialEncoder(config.input_shape, config.hidden_dims, 2 * config.latent_channels,
+                                          config.activation, cond_dim=cond)
+            self.decoder = SpatialDecoder(config.latent_channels, config.hidden_dims, config.input_shape,
+                                          config.activation, cond_dim=cond)
+        else:
+            self.encoder = Encoder(config.input_shape, config.hidden_dims, 2 * config.latent_dim,
+                                   config.architecture, config.activation, cond_dim=cond)
+            self.decoder = Decoder(config.latent_dim, config.hidden_dims, config.input_shape,
+                                   config.architecture, config.activation, cond_dim=cond)
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        cfg = self.config
+        if cfg.latent_channels:
+            return spatial_latent_shape(cfg.input_shape, cfg.hidden_dims, cfg.latent_channels)
+        return (cfg.latent_dim,)
 
     def _cond(self, y: Tensor | int | None, n: int, like: Tensor) -> Tensor | None:
         return condition_vector(y, self.config.num_classes, n, like.device, like.dtype)
 
     def encode(self, x: Tensor, y: Tensor | int | None = None) -> DiagonalGaussian:
-        mean, logvar = self.encoder(x, self._cond(y, len(x), x)).chunk(2, dim=-1)
+        mean, logvar = self.encoder(x, self._cond(y, len(x), x)).chunk(2, dim=1)
         return DiagonalGaussian(mean, logvar)
 
     def decode_logits(self, z: Tensor, y: Tensor | int | None = None) -> Tensor:
-        """Decoder output (logits or Gaussian mean); ``z`` may be (K, B, D) for K samples each."""
-        lead = z.shape[:-1]
-        flat = z.reshape(-1, z.shape[-1])
+        """Decoder output (logits or Gaussian mean); ``z`` may carry leading sample dims (K, B, *latent_shape)."""
+        lead = z.shape[:z.dim() - len(self.latent_shape)]
+        flat = z.reshape(-1, *self.latent_shape)
         cond = self._cond(y, lead[-1], z)
-        if cond is not None and z.dim() == 3:
-            cond = cond.repeat(lead[0], 1)
+        if cond is not None and len(lead) > 1:
+            cond = cond.repeat(flat.shape[0] // lead[-1], 1)
         return self.decoder(flat, cond).reshape(*lead, *self.config.input_shape)
+
+    def reconstruction_nll(self, x: Tensor, z: Tensor, y: Tensor | int | None = None) -> Tensor:
+        """-log p(x|z) per example (Bernoulli: BCE on the logits; Gaussian: with its constant)."""
+        return reconstruction_nll(self.decode_logits(z, y), x, self.config.likelihood, self.config.decoder_std)
 
     def decode(self, z: Tensor, y: Tensor | int | None = None) -> Tensor:
         """Mean of p(x|z): sigmoid of the logits (Bernoulli) or the Gaussian mean."""
@@ -82,13 +111,13 @@ class VAEModel(ZooModel):
     def forward(self, x: Tensor, y: Tensor | int | None = None) -> Tensor:
         """Reconstruction: from the posterior mean in eval mode (deterministic), a sample in training."""
         posterior = self.encode(x, y)
-        z = posterior.rsample() if self.training else posterior.mean
+        z = posterior.sample() if self.training else posterior.mode()
         return self.decode(z, y)
 
     def sample(self, n: int, y: Tensor | int | None = None, generator: torch.Generator | None = None) -> Tensor:
         """Decode ``n`` draws from the prior N(0, I) (of class ``y`` for a conditional model)."""
         ref = next(self.parameters())
-        z = torch.randn((n, self.config.latent_dim), generator=generator, device=ref.device, dtype=ref.dtype)
+        z = torch.randn((n, *self.latent_shape), generator=generator, device=ref.device, dtype=ref.dtype)
         return self.decode(z, y)
 
 
@@ -99,17 +128,18 @@ class VAEVariant(Variant):
     config_class = VAEConfig
     description = "Variational autoencoder: Gaussian posterior, analytic KL, Bernoulli or Gaussian decoder"
     generative = True
+    variational = True
+    has_likelihood = True
 
     def build(self, config: VAEConfig) -> VAEModel:
         return VAEModel(config)
 
     def terms(self, model: VAEModel, x: Tensor, y: Tensor | None) -> tuple[DiagonalGaussian, Tensor, Tensor]:
         """(posterior, reconstruction NLL per example averaged over K samples, KL per example)."""
-        cfg = model.config
         posterior = model.encode(x, y)
-        z = posterior.rsample(cfg.mc_samples)  # (K, B, D)
-        recon = reconstruction_nll(model.decode_logits(z, y), x, cfg.likelihood, cfg.decoder_std).mean(0)
-        kl = posterior.kl_standard_normal().sum(-1)
+        z = posterior.sample(model.config.mc_samples)  # (K, B, *latent_shape)
+        recon = model.reconstruction_nll(x, z, y).mean(0)
+        kl = posterior.kl().flatten(1).sum(-1)
         return posterior, recon, kl
 
     def kl_weight_and_target(self, config: Any, step: int) -> tuple[float, float | None]:

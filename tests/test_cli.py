@@ -246,7 +246,7 @@ def test_sample_of_a_non_generative_model(saved_ae: Path, tmp_path: Path) -> Non
     assert code == 2
     assert stdout == ""
     assert stderr.startswith("zoo: error: ae is not a generative model")
-    assert "Use a VAE-family variant" in stderr
+    assert "Use a variant that declares generative = True" in stderr
     assert not (tmp_path / "x.png").exists()
 
 

@@ -16,6 +16,8 @@ from zoo_plugins.cvae import CVAEVariant
 from zoo_plugins.vae import VAEModel, VAEVariant
 
 import zoo
+from zoo.distributions import DiagonalGaussian
+from zoo.stepping import step_context
 from zoo.testing import VariantConformance, is_registered
 from zoo.variant import Batch, LossOutput, Variant, make_adam, split_batch
 
@@ -101,6 +103,17 @@ def test_unregistered_variant_runs_checks_but_skips_save_load(tmp_path: Path) ->
         kit.test_save_load_round_trip(variant, tmp_path)
 
 
+def test_skip_names_the_class_that_holds_the_name(tmp_path: Path) -> None:
+    class Impostor(VAEVariant):
+        pass  # same name 'vae', another class: zoo.load would build the registered class, not this one
+
+    with pytest.raises(pytest.skip.Exception) as skipped:
+        VariantConformance().test_save_load_round_trip(Impostor(), tmp_path)
+    message = str(skipped.value)
+    assert "not registered" not in message
+    assert "'vae' is registered to another class, zoo_plugins.vae.VAEVariant (plugin 'vae')" in message
+
+
 # -- broken variants: each check must fail on the defect it is about ------------------------------
 kit = VariantConformance()
 
@@ -163,7 +176,7 @@ class FlatDecodeModel(Autoencoder):
         return super().decode(z).flatten(1)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        return super().decode(self.encode(x))
+        return super().decode(self.code(x))
 
 
 class FlatDecodeVariant(AutoencoderVariant):
@@ -274,6 +287,93 @@ class LenientConfigVariant(AutoencoderVariant):
         return super().config_from_json({k: v for k, v in data.items() if k in known}, source)
 
 
+class DirectStepVariant(AutoencoderVariant):
+    """Steps its optimiser itself: under fp16 it would train on scaled gradients, under torchrun unsynced."""
+
+    name = "broken-direct-step"
+
+    def train_step(self, model: nn.Module, batch: Batch, optimizers: dict, *, step: int) -> dict[str, Tensor]:
+        ctx = step_context()
+        (optimizer,) = optimizers.values()
+        with ctx.autocast():
+            out = self.loss(model, batch, step=step)
+        optimizer.zero_grad()
+        ctx.backward(out.total)
+        optimizer.step()
+        return out.detached()
+
+
+class NoAutocastVariant(AutoencoderVariant):
+    """Computes its loss outside ctx.autocast(): --precision bf16 would silently train in float32."""
+
+    name = "broken-no-autocast"
+
+    def train_step(self, model: nn.Module, batch: Batch, optimizers: dict, *, step: int) -> dict[str, Tensor]:
+        ctx = step_context()
+        (optimizer,) = optimizers.values()
+        out = self.loss(model, batch, step=step)
+        optimizer.zero_grad()
+        ctx.backward(out.total)
+        ctx.step(optimizer)
+        return out.detached()
+
+
+class UndeclaredLikelihoodVariant(AutoencoderVariant):
+    name = "broken-undeclared-likelihood"  # implements reconstruction_nll (inherited) without saying so
+    has_likelihood = False
+
+
+class SummedKLPosterior(DiagonalGaussian):
+    def kl(self) -> Tensor:
+        return super().kl().sum(-1)  # per example instead of per latent element
+
+
+class SummedKLModel(VAEModel):
+    def encode(self, x: Tensor, y: Any = None) -> DiagonalGaussian:
+        posterior = super().encode(x, y)
+        return SummedKLPosterior(posterior.mean, posterior.logvar)
+
+
+class SummedKLVariant(VAEVariant):
+    name = "broken-summed-kl"
+
+    def build(self, config: Any) -> SummedKLModel:
+        return SummedKLModel(config)
+
+    def terms(self, model: VAEModel, x: Tensor, y: Tensor | None) -> Any:
+        posterior = model.encode(x, y)
+        return posterior, model.reconstruction_nll(x, posterior.sample(), y), posterior.kl()
+
+
+class MisdeclaredLatentModel(Autoencoder):
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return (self.config.latent_dim + 1,)  # says one more latent than its code has
+
+
+class MisdeclaredLatentVariant(AutoencoderVariant):
+    name = "broken-latent-shape"
+
+    def build(self, config: AutoencoderConfig) -> MisdeclaredLatentModel:
+        return MisdeclaredLatentModel(config)
+
+
+class UndescribedMetricVariant(AutoencoderVariant):
+    name = "broken-undescribed-metric"
+
+    def metrics(self, model: nn.Module, data: Any, *, seed: int = 0) -> dict[str, float]:
+        return {"code_norm": float(model.code(data.x).norm(dim=1).mean())}
+
+
+class UnseededMetricVariant(AutoencoderVariant):
+    name = "broken-unseeded-metric"
+    metric_names = {"noisy_error": "reconstruction error of noisy inputs"}
+
+    def metrics(self, model: nn.Module, data: Any, *, seed: int = 0) -> dict[str, float]:
+        noisy = data.x + 0.1 * torch.randn_like(data.x)  # the global RNG, not one seeded with `seed`
+        return {"noisy_error": float((model(noisy) - data.x).pow(2).mean())}
+
+
 BROKEN = [
     (WrongTinyConfigVariant, "test_variant_metadata", "expected AutoencoderConfig"),
     (NaNLossVariant, "test_loss_finite_and_backward", "not finite"),
@@ -291,6 +391,15 @@ BROKEN = [
     (SilentLabelsVariant, "test_conditioning", r"loss\(model, x\) without labels did not raise"),
     (LossyConfigVariant, "test_config_json_round_trip", "round trip changed"),
     (LenientConfigVariant, "test_config_json_round_trip", "accepted the unknown key"),
+    (DirectStepVariant, "test_train_step_uses_step_context", "stepped an optimiser directly"),
+    (IdleOptimizerVariant, "test_train_step_uses_step_context", "stepped an optimiser directly"),
+    (NoAutocastVariant, "test_train_step_uses_step_context", "never entered"),
+    (NoLearningVariant, "test_train_step_uses_step_context", "never entered"),
+    (UndeclaredLikelihoodVariant, "test_capabilities", "does not declare has_likelihood"),
+    (SummedKLVariant, "test_capabilities", "per latent element"),
+    (MisdeclaredLatentVariant, "test_forward_shapes", r"mode\(\) gave shape"),
+    (UndescribedMetricVariant, "test_variant_metrics", "without a description"),
+    (UnseededMetricVariant, "test_variant_metrics", "differ between two calls"),
 ]
 
 
@@ -313,3 +422,8 @@ def test_broken_variants_pass_the_other_checks() -> None:
     kit.test_sampling(LabelBlindVariant())
     with registered(ForgetfulVariant()):
         kit.test_loss_decreases(ForgetfulVariant())
+    kit.test_train_step_uses_step_context(AutoencoderVariant())
+    kit.test_capabilities(DirectStepVariant())
+    kit.test_loss_decreases(DirectStepVariant())
+    kit.test_forward_shapes(SummedKLVariant())
+    kit.test_loss_decreases(UnseededMetricVariant())

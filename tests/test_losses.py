@@ -63,12 +63,12 @@ def kl_ref(posterior_mean: torch.Tensor, posterior_logvar: torch.Tensor) -> torc
 # -- DiagonalGaussian ------------------------------------------------------------------------------
 
 
-def test_kl_standard_normal_matches_torch_distributions():
+def test_gaussian_kl_matches_torch_distributions():
     g = gen(1)
     mean = torch.randn(7, 5, generator=g, dtype=torch.float64) * 2
     logvar = torch.randn(7, 5, generator=g, dtype=torch.float64) * 3
     q = DiagonalGaussian(mean, logvar)
-    kl = q.kl_standard_normal()
+    kl = q.kl()
     assert kl.shape == (7, 5)
     assert kl.dtype == torch.float64
     expected = kl_divergence(Normal(mean, (0.5 * logvar).exp()), Normal(torch.zeros(()), torch.ones(())))
@@ -79,7 +79,7 @@ def test_kl_standard_normal_matches_torch_distributions():
 
 def test_kl_is_zero_for_the_prior_itself():
     q = DiagonalGaussian(torch.zeros(2, 4, dtype=torch.float64), torch.zeros(2, 4, dtype=torch.float64))
-    assert torch.equal(q.kl_standard_normal(), torch.zeros(2, 4, dtype=torch.float64))
+    assert torch.equal(q.kl(), torch.zeros(2, 4, dtype=torch.float64))
 
 
 def test_stddev_and_variance_follow_logvar():
@@ -98,14 +98,14 @@ def test_extreme_logvar_is_clamped_to_finite_values(dtype):
     q = DiagonalGaussian(mean, logvar)
     top = LOGVAR_MAX_FP16 if dtype == torch.float16 else LOGVAR_MAX
     assert num(q.logvar.max()) == top and num(q.logvar.min()) == LOGVAR_MIN
-    for value in (q.stddev, q.variance, q.kl_standard_normal(), q.rsample(1000, generator=gen(0)),
+    for value in (q.stddev, q.variance, q.kl(), q.sample(1000, generator=gen(0)),
                   q.log_prob(torch.zeros(2, 3, dtype=dtype))):
         assert torch.isfinite(value).all()
     if dtype != torch.float16:  # exp(-20) is below float16's smallest subnormal
         assert (q.stddev > 0).all()
     # the clamped posterior is exactly the Gaussian with logvar at the clamp bounds
     clamped = torch.tensor([[top, LOGVAR_MIN, 0.0], [top, LOGVAR_MIN, top]])
-    torch.testing.assert_close(q.kl_standard_normal().double(), kl_divergence(
+    torch.testing.assert_close(q.kl().double(), kl_divergence(
         Normal(torch.zeros(2, 3, dtype=torch.float64), (0.5 * clamped.double()).exp()), Normal(0.0, 1.0)),
         rtol=1e-5, atol=1e-5)
 
@@ -114,12 +114,12 @@ def test_half_precision_kl_and_log_prob_are_computed_in_float32():
     mean = torch.randn(4, 3, generator=gen(2)).half()
     logvar = torch.full((4, 3), 15.0).half()  # exp(15) overflows float16: clamped to LOGVAR_MAX_FP16
     q = DiagonalGaussian(mean, logvar)
-    kl = q.kl_standard_normal()
+    kl = q.kl()
     assert kl.dtype == torch.float32 and torch.isfinite(kl).all()
     std = math.exp(LOGVAR_MAX_FP16 / 2)
     expected = kl_divergence(Normal(mean.float(), std), Normal(0.0, 1.0))
     torch.testing.assert_close(kl, expected, rtol=1e-4, atol=1e-3)
-    assert torch.isfinite(q.variance).all() and torch.isfinite(q.rsample(1000, generator=gen(1))).all()
+    assert torch.isfinite(q.variance).all() and torch.isfinite(q.sample(1000, generator=gen(1))).all()
     lp = q.log_prob(torch.zeros(4, 3).half())
     assert lp.dtype == torch.float32 and torch.isfinite(lp).all()
 
@@ -145,11 +145,11 @@ def test_standard_normal_log_prob_matches_torch():
     torch.testing.assert_close(standard_normal_log_prob(z), expected, rtol=1e-12, atol=1e-12)
 
 
-def test_rsample_is_reparameterised_with_the_right_moments():
+def test_gaussian_sample_is_reparameterised_with_the_right_moments():
     mean = torch.tensor([[1.0, -2.0, 0.5]], dtype=torch.float64, requires_grad=True)
     logvar = torch.tensor([[0.0, 2.0, -3.0]], dtype=torch.float64, requires_grad=True)
     q = DiagonalGaussian(mean, logvar)
-    z = q.rsample(40_000, generator=gen(5))
+    z = q.sample(40_000, generator=gen(5))
     assert z.shape == (40_000, 1, 3)
     sd = (0.5 * logvar.detach()).exp()
     stderr = sd / math.sqrt(40_000)
@@ -159,7 +159,7 @@ def test_rsample_is_reparameterised_with_the_right_moments():
     torch.testing.assert_close(mean.grad, torch.full_like(mean, 40_000.0))
     assert logvar.grad.abs().min() > 0
     # the same generator seed gives the same draw
-    assert torch.equal(q.rsample(3, generator=gen(9)), q.rsample(3, generator=gen(9)))
+    assert torch.equal(q.sample(3, generator=gen(9)), q.sample(3, generator=gen(9)))
 
 
 def test_monte_carlo_kl_agrees_with_analytic_kl():
@@ -169,13 +169,13 @@ def test_monte_carlo_kl_agrees_with_analytic_kl():
     logvar = torch.randn(3, 4, generator=g, dtype=torch.float64) * 0.7
     q = DiagonalGaussian(mean, logvar)
     k = 100_000
-    z = q.rsample(k, generator=g)
+    z = q.sample(k, generator=g)
     log_ratio = q.log_prob(z) - standard_normal_log_prob(z)  # (K, B)
     estimate = log_ratio.mean(0)
     stderr = log_ratio.std(0) / math.sqrt(k)
     analytic = kl_ref(mean, logvar)
     assert ((estimate - analytic).abs() < 5 * stderr).all(), (estimate, analytic, stderr)
-    torch.testing.assert_close(q.kl_standard_normal().sum(-1), analytic)
+    torch.testing.assert_close(q.kl().sum(-1), analytic)
 
 
 # -- reconstruction likelihoods -------------------------------------------------------------------
@@ -426,16 +426,16 @@ def test_contractive_penalty_matches_autograd_jacobian(architecture):
     x = unit_data(4, *TINY["input_shape"], seed=20)
     code, frob = variant.jacobian_penalty(model, x)
     assert frob.shape == (4,)
-    torch.testing.assert_close(code, model.encode(x))
+    torch.testing.assert_close(code, model.encode(x).mode())
     expected = []
     for i in range(len(x)):
-        jac = torch.autograd.functional.jacobian(lambda xi: model.encode(xi[None])[0], x[i])
+        jac = torch.autograd.functional.jacobian(lambda xi: model.code(xi[None])[0], x[i])
         assert jac.shape == (TINY["latent_dim"], *TINY["input_shape"])
         expected.append(jac.pow(2).sum())
     torch.testing.assert_close(frob, torch.stack(expected), rtol=1e-5, atol=1e-7)
     # the loss weighs the batch mean of the penalty
     out = variant.loss(model, x)
-    recon = num(bernoulli_ref(model.decode_logits(model.encode(x)), x).mean())
+    recon = num(bernoulli_ref(model.decode_logits(model.code(x)), x).mean())
     assert num(out.terms["jacobian_frobenius2"]) == pytest.approx(num(torch.stack(expected).mean()), rel=1e-5)
     assert num(out.total) == pytest.approx(recon + model.config.contractive_weight * num(frob.mean()),
                                              rel=1e-5)
@@ -499,7 +499,7 @@ def test_sparsity_penalty_matches_hooked_activations():
         expected += num(kl.sum())
     out = variant.loss(model, x)
     assert num(out.terms["sparsity_kl"]) == pytest.approx(expected, rel=1e-5)
-    recon = num(bernoulli_ref(model.decode_logits(model.encode(x)), x).mean())
+    recon = num(bernoulli_ref(model.decode_logits(model.code(x)), x).mean())
     assert num(out.terms["reconstruction"]) == pytest.approx(recon, rel=1e-5)
     assert num(out.total) == pytest.approx(recon + 0.3 * expected, rel=1e-5)
 

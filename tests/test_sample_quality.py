@@ -93,7 +93,7 @@ def test_conditional_accuracy_of_cvae_mnist_and_its_per_class_numbers():
     assert result["conditional_accuracy"] > 0.9
     assert len(result["per_class"]) == 10
     assert result["conditional_accuracy"] == pytest.approx(np.mean(result["per_class"]))
-    with pytest.raises(ValueError, match="needs a conditional model"):
+    with pytest.raises(ValueError, match="conditional accuracy needs a model that takes labels y"):
         conditional_accuracy(zoo.load("vae-mnist"))
 
 

@@ -5,7 +5,7 @@
     model = zoo.create("vae", latent_dim=8)
     zoo.train(model, "mnist", epochs=5)
     model.save_pretrained("runs/my-vae")
-    model = zoo.load("local-dir:runs/my-vae")
+    model = zoo.load("local-dir:runs/my-vae")      # or zoo.from_pretrained("runs/my-vae")
 
 Public names are imported lazily, so ``import zoo`` does not pull in torchvision, timm,
 matplotlib or huggingface_hub.
@@ -25,13 +25,17 @@ _LAZY = {
     "LossOutput": "zoo.variant",
     "CheckpointRef": "zoo.checkpoints",
     "ZooModel": "zoo.model",
+    "Posterior": "zoo.distributions",
     "DiagonalGaussian": "zoo.distributions",
+    "PointMass": "zoo.distributions",
+    "QuantizedCode": "zoo.distributions",
     "list_variants": "zoo.registry",
     "get_variant": "zoo.registry",
     "create": "zoo.registry",
     "list_checkpoints": "zoo.registry",
     "get_checkpoint": "zoo.registry",
     "load": "zoo.registry",
+    "from_pretrained": "zoo.registry",
     "train": "zoo.training",
     "Trainer": "zoo.training",
     "TrainConfig": "zoo.training",
@@ -45,11 +49,19 @@ __all__ = ["__version__", "hookimpl", *_LAZY]
 
 if TYPE_CHECKING:
     from zoo.checkpoints import CheckpointRef
-    from zoo.distributions import DiagonalGaussian
+    from zoo.distributions import DiagonalGaussian, PointMass, Posterior, QuantizedCode
     from zoo.finetuning import finetune
     from zoo.model import ZooModel
     from zoo.plugins import register_plugin, reload_plugins, unregister_plugin
-    from zoo.registry import create, get_checkpoint, get_variant, list_checkpoints, list_variants, load
+    from zoo.registry import (
+        create,
+        from_pretrained,
+        get_checkpoint,
+        get_variant,
+        list_checkpoints,
+        list_variants,
+        load,
+    )
     from zoo.training import TrainConfig, Trainer, train
     from zoo.variant import LossOutput, Variant
 

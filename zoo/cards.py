@@ -85,6 +85,13 @@ METRIC_NAMES = {
 }
 
 
+def metric_names(model: nn.Module) -> dict[str, str]:
+    """Descriptions of every metric a model's evaluation may report: the zoo's and its variant's own."""
+    from zoo.contract import variant_of
+
+    return {**METRIC_NAMES, **variant_of(model).metric_names}
+
+
 def checkpoint_card(model: nn.Module, *, name: str, summary: str, dataset: str, dataset_label: str,
                     metrics: dict[str, float], training: dict[str, Any], make_command: str, eval_command: str,
                     notes: str = "", limits: str = "") -> str:
@@ -94,15 +101,16 @@ def checkpoint_card(model: nn.Module, *, name: str, summary: str, dataset: str, 
     from zoo.evaluation import CARD_TOLERANCE
     from zoo.folder import zoo_version
 
+    names = metric_names(model)
     results = [EvalResult(task_type="image-generation", dataset_type=dataset, dataset_name=dataset_label,
                           dataset_split="test", metric_type=key, metric_value=round(float(value), 4),
-                          metric_name=METRIC_NAMES.get(key, key))
+                          metric_name=names.get(key, key))
                for key, value in metrics.items()]
     data = ModelCardData(library_name="ae-zoo", license="mit", model_name=name, datasets=[dataset],
                          tags=["autoencoder", model.variant_name, "pytorch", "ae-zoo"], eval_results=results)
     n_params = sum(p.numel() for p in model.parameters())
-    rows = "\n".join(f"| {METRIC_NAMES.get(k, k)} | {v:.4f} |" if isinstance(v, float) else
-                     f"| {METRIC_NAMES.get(k, k)} | {v} |" for k, v in metrics.items())
+    rows = "\n".join(f"| {names.get(k, k)} | {v:.4f} |" if isinstance(v, float) else
+                     f"| {names.get(k, k)} | {v} |" for k, v in metrics.items())
     settings = "\n".join(f"- {k}: {v}" for k, v in training.items())
     config = "\n".join(f"- `{k}`: {v}" for k, v in vars(model.config).items())
     return f"""---

@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="default 0; also draws the validation part")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1, ...")
     p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--freeze", default=None, metavar="PART", help="encoder or decoder: hold its weights fixed")
+    p.add_argument("--freeze", action="append", default=None, metavar="MODULE",
+                   help="hold a top-level module's weights fixed (encoder, decoder, codebook, ...); repeat it or "
+                        "write a comma list: --freeze encoder,codebook")
     p.add_argument("--reset-head", action="store_true",
                    help="re-initialise only the weights whose shape a config change alters (e.g. cvae with another "
                         "number of classes) and load all others")
@@ -340,7 +342,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     model = load_any(args.model)
     variant = get_variant(model.variant_name)
     if variant.conditional and args.label is None:
-        classes = getattr(model.config, "num_classes", None)
+        classes = model.num_classes
         raise ZooError(f"{args.model} is a conditional {variant.name!r} model: pass --label K"
                        f"{f' (0..{classes - 1})' if classes else ''} to choose the class to generate")
     try:

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from zoo.distributions import DiagonalGaussian
+from zoo.contract import posterior_of
 from zoo.dsprites import FACTOR_NAMES, FACTOR_SIZES, render
 
 #: Observations -> codes (n, D): the representation a metric scores.
@@ -95,10 +95,10 @@ class DSpritesFactors:
 
 
 def posterior_mean(model: nn.Module, device: torch.device | str | None = None, batch_size: int = 512) -> Representation:
-    """The representation ``x -> mean of q(z|x)`` of ``model`` (a code tensor as is for deterministic encoders).
+    """The representation ``x -> mode of q(z|x)`` of ``model``, flattened to (N, D): the posterior mean of a
+    Gaussian (as in disentanglement_lib), a deterministic encoder's code, a VQ model's quantised code.
 
-    ``model.encode(x)`` may return a :class:`~zoo.distributions.DiagonalGaussian` (its ``.mean`` is the
-    code, as in disentanglement_lib) or a code tensor. The model is put in eval mode (and moved to
+    The model is put in eval mode (and moved to
     ``device`` when one is given); inputs are encoded ``batch_size`` at a time without autograd, and
     codes come back as float32 on the CPU. Conditional models need labels and are not supported.
     """
@@ -113,8 +113,7 @@ def posterior_mean(model: nn.Module, device: torch.device | str | None = None, b
     def represent(x: Tensor) -> Tensor:
         codes = []
         for batch in x.split(batch_size):
-            code = model.encode(batch.to(device))
-            codes.append((code.mean if isinstance(code, DiagonalGaussian) else code).float().cpu())
+            codes.append(posterior_of(model, batch.to(device)).mode().flatten(1).float().cpu())
         return torch.cat(codes)
 
     return represent

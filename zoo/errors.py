@@ -17,13 +17,13 @@ class UnknownNameError(ZooError, LookupError):
     helpful multi-line hint into one unreadable repr.
     """
 
-    def __init__(self, kind: str, name: str, known: Iterable[str], hint: str = "") -> None:
+    def __init__(self, kind: str, name: str, known: Iterable[str], hint: str = "", *, plural: str = "") -> None:
         known = sorted(known)
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         lines = [f"unknown {kind} {name!r}."]
         if close:
             lines.append(f"Did you mean: {', '.join(close)}?")
-        lines.append(f"Known {kind}s: {', '.join(known) if known else '(none)'}.")
+        lines.append(f"Known {plural or kind + 's'}: {', '.join(known) if known else '(none)'}.")
         if hint:
             lines.append(hint)
         super().__init__(" ".join(lines))

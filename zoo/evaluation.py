@@ -1,11 +1,13 @@
 """One evaluation for any zoo model: what ``zoo eval`` prints and what model cards report.
 
-VAE-family models (``encode`` returns a posterior) get the negative ELBO and its terms, the
-importance-sampled NLL, active units and reconstruction errors; deterministic autoencoders get the
-reconstruction errors. Generative models of 28x28 digits also get the sample-quality numbers of
-:mod:`zoo.sample_quality` (conditional ones their conditional accuracy), and models of dSprites the
-disentanglement scores of :mod:`zoo.disentanglement`. Every number is seeded, so a rerun reproduces
-it on the same software.
+What is measured follows the capabilities the model's variant declares (:mod:`zoo.contract`):
+variational models get the negative ELBO and its terms, the importance-sampled NLL and active
+units; every model gets the reconstruction errors; generative models of 28x28 digits also get the
+sample-quality numbers of :mod:`zoo.sample_quality` (conditional ones their conditional accuracy);
+models of dSprites the disentanglement scores of :mod:`zoo.disentanglement`; and every variant adds
+its own numbers (:meth:`zoo.Variant.metrics`, e.g. a VQ model's codebook usage). :func:`skipped`
+says, one line each, what did not apply. Every number is seeded, so a rerun reproduces it on the
+same software.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from zoo.contract import has, skip_note, variant_of
 from zoo.data import TensorData
-from zoo.distributions import DiagonalGaussian
+from zoo.errors import ConfigError
 from zoo.metrics import active_units, elbo_terms, importance_sampled_nll, reconstruction_errors
 
 #: Relative tolerance within which a fresh evaluation must match a card's numbers.
@@ -26,17 +29,8 @@ QUALITY_SAMPLES = 5000
 CONDITIONAL_PER_CLASS = 500
 
 
-def is_probabilistic(model: nn.Module, data: TensorData) -> bool:
-    x = data.x[:2].to(next(model.parameters()).device)
-    y = data.y[:2].to(x.device) if data.y is not None and getattr(model.config, "num_classes", 0) else None
-    with torch.no_grad():
-        return isinstance(model.encode(x, y), DiagonalGaussian)
-
-
-def is_generative(model: nn.Module) -> bool:
-    from zoo.registry import get_variant
-
-    return get_variant(model.variant_name).generative
+#: Datasets whose generative models get the sample-quality numbers (the classifier reads 28x28 digits).
+DIGIT_DATASETS = ("mnist", "mnist-full")
 
 
 def evaluate(model: nn.Module, data: TensorData, *, nll_samples: int = 1000, seed: int = 0,
@@ -48,22 +42,56 @@ def evaluate(model: nn.Module, data: TensorData, *, nll_samples: int = 1000, see
     dSprites."""
     model.eval()
     metrics: dict[str, Any] = {}
-    if is_probabilistic(model, data):
+    if has(model, "variational"):
         metrics.update(elbo_terms(model, data, seed=seed))
         if nll_samples:
             nll = importance_sampled_nll(model, data, num_samples=nll_samples, seed=seed)
             metrics["nll"], metrics["nll_stderr"] = nll["nll"], nll["nll_stderr"]
         metrics["active_units"] = active_units(model, data)["active_units"]
     metrics.update({f"recon_{k}": v for k, v in reconstruction_errors(model, data).items()})
-    if dataset in ("mnist", "mnist-full") and is_generative(model):
+    if dataset in DIGIT_DATASETS and has(model, "generative"):
         from zoo.sample_quality import conditional_accuracy, sample_quality
 
         metrics.update(sample_quality(model, data.x, num_samples=QUALITY_SAMPLES, seed=seed))
-        if getattr(model.config, "num_classes", 0):
+        if has(model, "conditional"):
             metrics["conditional_accuracy"] = conditional_accuracy(model, CONDITIONAL_PER_CLASS, seed)[
                 "conditional_accuracy"]
     if dataset == "dsprites":
         from zoo.disentanglement import card_scores
 
         metrics.update(card_scores(model, seed=seed))
+    metrics.update(variant_metrics(model, data, seed=seed, taken=set(metrics)))
     return metrics
+
+
+def variant_metrics(model: nn.Module, data: TensorData, *, seed: int = 0,
+                    taken: set[str] = frozenset()) -> dict[str, float]:
+    """The variant's own numbers (:meth:`zoo.Variant.metrics`), in eval mode without autograd; a key that
+    clashes with ``taken`` (the zoo's own) or has no description in ``metric_names`` is a ConfigError."""
+    variant = variant_of(model)
+    model.eval()
+    with torch.no_grad():
+        extra = variant.metrics(model, data, seed=seed)
+    clash = sorted(set(extra) & taken)
+    if clash:
+        raise ConfigError(f"variant {variant.name!r} returns metric(s) {', '.join(clash)} from metrics(), which the "
+                          f"zoo already reports: rename them (e.g. prefix them with the variant's name)")
+    undescribed = sorted(set(extra) - set(variant.metric_names))
+    if undescribed:
+        raise ConfigError(f"variant {variant.name!r} returns metric(s) {', '.join(undescribed)} without a "
+                          f"description: add them to its metric_names (shown in zoo eval, reports and cards)")
+    return {key: float(value) for key, value in extra.items()}
+
+
+def skipped(model: nn.Module, dataset: str | None) -> list[str]:
+    """One line per measurement :func:`evaluate` and the report leave out for this model, and why."""
+    notes = []
+    if not has(model, "variational"):
+        notes.append(skip_note(model, "variational", "negative ELBO, importance-sampled NLL, active units, "
+                                                     "per-latent KL"))
+    if not has(model, "generative"):
+        notes.append(skip_note(model, "generative", "prior samples" + (" and sample quality"
+                                                                       if dataset in DIGIT_DATASETS else "")))
+    if not has(model, "has_likelihood"):
+        notes.append(skip_note(model, "has_likelihood", "reconstruction gain per latent"))
+    return notes

@@ -18,6 +18,7 @@ import copy
 import dataclasses
 import inspect
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,6 @@ from zoo.variant import Variant
 DEFAULT_LR = 1e-4
 #: Default early stopping: stop after this many epochs without a better validation loss.
 DEFAULT_PATIENCE = 3
-#: Submodules that ``freeze`` can hold fixed (the attribute names of every built-in model).
-FREEZABLE = ("encoder", "decoder")
 #: Sub-folder of ``out`` that receives the last epoch's weights (``out`` itself holds the best).
 LAST_DIR = "last"
 #: PIL image modes that hold one (grey) channel.
@@ -103,7 +102,8 @@ class FinetuneResult:
 
 
 def finetune(model_or_name: str | nn.Module, data: Any, *, out: str | Path | None = None,
-             freeze: str | None = None, reset_head: bool = False, config_overrides: dict[str, Any] | None = None,
+             freeze: str | Sequence[str] | None = None, reset_head: bool = False,
+             config_overrides: dict[str, Any] | None = None,
              val_fraction: float = 0.1, nll_samples: int = 100, resume: bool = False, command: str | None = None,
              **overrides: Any) -> FinetuneResult:
     """Fine-tune a pretrained model on ``data``; the parent is left untouched.
@@ -117,8 +117,9 @@ def finetune(model_or_name: str | nn.Module, data: Any, *, out: str | Path | Non
     ``lr=1e-4``, ``patience=3``) or keys of the model's config (``beta=2.0``, ``warmup_steps=500``);
     ``config_overrides`` gives the latter as a dict. A config change that alters weight shapes (for
     ``cvae``, data with another number of classes sets ``num_classes``) needs ``reset_head=True``.
-    ``freeze`` (``"encoder"`` or ``"decoder"``) keeps that part's weights fixed and out of the
-    optimiser. ``val_fraction`` of the data (seeded by ``seed``) is held out for early stopping and
+    ``freeze`` keeps those parts' weights fixed and out of the optimiser: it names any top-level module of the
+    model (``"encoder"``, ``"decoder"``, a list such as ``["encoder", "codebook"]``, or ``"encoder,codebook"``).
+    ``val_fraction`` of the data (seeded by ``seed``) is held out for early stopping and
     for the card's metrics (``nll_samples`` importance samples for the NLL). With ``out``, the best
     weights go to ``out`` and the last epoch's to ``out/last``; ``resume=True`` (or
     ``checkpoint_every``) uses ``out/checkpoints`` as ``zoo train`` does. ``command`` is what the card
@@ -383,32 +384,40 @@ def rebuild(parent: nn.Module, variant: Variant, config: Any, *, reset_head: boo
     return model, reset
 
 
-def _freeze(model: nn.Module, part: str | None, keep_trainable: set[str]) -> list[str]:
-    """Hold ``part``'s parameters fixed (requires_grad False), except re-initialised ones, which must
-    learn; return the names of those frozen."""
-    if part is None:
+def freeze_parts(freeze: str | Sequence[str] | None) -> list[str]:
+    """``freeze`` as a list of module names: None, ``"encoder"``, ``"encoder,codebook"`` or a list of those."""
+    if freeze is None:
         return []
-    if part not in FREEZABLE:
-        raise UnknownNameError("part to freeze", part, FREEZABLE)
-    module = getattr(model, part, None)
-    if not isinstance(module, nn.Module):
-        raise ConfigError(f"{type(model).__name__} has no {part!r} submodule to freeze")
+    items = [freeze] if isinstance(freeze, str) else list(freeze)
+    return [part.strip() for item in items for part in item.split(",") if part.strip()]
+
+
+def _freeze(model: nn.Module, freeze: str | Sequence[str] | None, keep_trainable: set[str]) -> list[str]:
+    """Hold the named top-level modules' parameters fixed (requires_grad False), except re-initialised ones,
+    which must learn; return the names of those frozen. An unknown name lists the model's modules."""
+    modules = {name: module for name, module in model.named_children() if any(True for _ in module.parameters())}
     frozen = []
-    for name, p in module.named_parameters(prefix=part):
-        if name not in keep_trainable:
-            p.requires_grad_(False)
-            frozen.append(name)
+    for part in freeze_parts(freeze):
+        if part not in modules:
+            raise UnknownNameError("module", part, modules,
+                                   f"freeze takes the top-level modules of a {type(model).__name__} that have "
+                                   f"weights (model.named_children()).")
+        for name, p in modules[part].named_parameters(prefix=part):
+            if name not in keep_trainable:
+                p.requires_grad_(False)
+                frozen.append(name)
     return frozen
 
 
-def _optimizers(variant: Variant, model: nn.Module, config: TrainConfig, part: str | None) -> Any:
+def _optimizers(variant: Variant, model: nn.Module, config: TrainConfig, freeze: str | Sequence[str] | None) -> Any:
     """The variant's optimisers over the trainable parameters (frozen ones are left out by
-    :func:`zoo.variant.make_adam`); a variant that gives the frozen part its own optimiser cannot train."""
+    :func:`zoo.variant.make_adam`); a variant that gives a frozen part its own optimiser cannot train."""
+    parts = ", ".join(freeze_parts(freeze))
     try:
         return variant.configure_optimizers(model, config)
     except ValueError as err:  # torch: "optimizer got an empty parameter list"
-        raise ConfigError(f"cannot freeze the {part} of a {variant.name!r} model: its variant trains the {part} "
-                          f"with an optimiser of its own, which would have nothing to update ({err})") from err
+        raise ConfigError(f"cannot freeze {parts} of a {variant.name!r} model: its variant trains it with an "
+                          f"optimiser of its own, which would have nothing to update ({err})") from err
 
 
 # -- the card -----------------------------------------------------------------------------------------
@@ -431,7 +440,8 @@ def _call(model_or_name: Any, data: Any, options: dict[str, Any]) -> str:
 
 
 def finetune_card(model: nn.Module, *, base: str | None, data: Any, description: str, adaptations: list[str],
-                  reset: list[str], freeze: str | None, frozen: list[str], config: TrainConfig, call: str,
+                  reset: list[str], freeze: str | Sequence[str] | None, frozen: list[str], config: TrainConfig,
+                  call: str,
                   result: TrainResult, sizes: tuple[int, int], nll_samples: int, overrides: dict[str, Any],
                   metrics: dict[str, Any], which: str) -> str:
     """The model card of a fine-tuned model (:func:`zoo.cards.render_card` with ``base_model``)."""
@@ -444,7 +454,8 @@ def finetune_card(model: nn.Module, *, base: str | None, data: Any, description:
              "- Input adaptation: " + ("; ".join(adaptations) or "none (the data fitted the model as it was)") + ".",
              "- Re-initialised (reset_head): " + (", ".join(f"`{n}`" for n in reset) + "; every other weight was "
                                                   "loaded from the parent." if reset else "nothing."),
-             f"- Frozen: {freeze} ({len(frozen)} tensors held fixed)." if frozen else "- Frozen: nothing.",
+             f"- Frozen: {', '.join(freeze_parts(freeze))} ({len(frozen)} tensors held fixed)." if frozen
+             else "- Frozen: nothing.",
              f"- Metrics below: validation part, NLL with {nll_samples} importance samples."]
     dataset = data if isinstance(data, str) else str(data) if isinstance(data, Path) else "in-memory data"
     return render_card(
@@ -452,6 +463,6 @@ def finetune_card(model: nn.Module, *, base: str | None, data: Any, description:
         summary="\n".join(lines), dataset=dataset, command=call, metrics=metrics, split="validation",
         training={"base_model": base or "none", "epochs": config.epochs, "steps": result.steps,
                   "best_epoch": result.best_epoch, "batch_size": config.batch_size, "lr": config.lr,
-                  "patience": config.patience, "seed": config.seed, "freeze": freeze or "none",
+                  "patience": config.patience, "seed": config.seed, "freeze": ", ".join(freeze_parts(freeze)) or "none",
                   "reset_head": bool(reset), "config overrides": overrides or "none"},
         base_model=base)

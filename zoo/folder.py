@@ -114,8 +114,11 @@ def read_config(directory: Path) -> tuple[str, dict[str, Any]]:
 
 def load_folder(directory: str | Path, *, device: str | torch.device | None = None,
                 dtype: torch.dtype | None = None, expected_variant: str | None = None,
-                info: dict[str, Any] | None = None) -> nn.Module:
-    """Build the model that ``config.json`` describes and load its weights strictly, in eval mode."""
+                info: dict[str, Any] | None = None, expected_class: type[nn.Module] | None = None) -> nn.Module:
+    """Build the model that ``config.json`` describes and load its weights strictly, in eval mode.
+
+    ``expected_class`` (``SomeModel.from_pretrained``) refuses a folder whose variant builds another class.
+    """
     from zoo.registry import get_variant
 
     directory = Path(directory)
@@ -133,12 +136,23 @@ def load_folder(directory: str | Path, *, device: str | torch.device | None = No
     device = torch.device(device) if device is not None else torch.device("cpu")
     with device:
         model = variant.build(config)
+    model.variant_name = variant_name
+    check_model_class(model, expected_class, directory)
     load_weights(model, directory / WEIGHTS_NAME, device)
     if dtype is not None:
         model.to(dtype=dtype)
-    model.variant_name = variant_name
     model.pretrained_info = {"source": "local-dir", "path": str(directory), **(info or {})}
     return model.eval()
+
+
+def check_model_class(model: nn.Module, expected_class: type[nn.Module] | None, directory: Path) -> None:
+    """Refuse a model of another class than ``expected_class`` (None: any), naming both and the way out."""
+    if expected_class is None or isinstance(model, expected_class):
+        return
+    variant = getattr(model, "variant_name", "") or "?"
+    raise ConfigError(f"{directory} holds a {type(model).__name__} (variant {variant!r}), not a "
+                      f"{expected_class.__name__}: load it with zoo.load(...) or {type(model).__name__}"
+                      f".from_pretrained(...), or pick a folder of a variant that builds {expected_class.__name__}")
 
 
 def load_weights(model: nn.Module, path: Path, device: torch.device) -> None:

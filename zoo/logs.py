@@ -123,7 +123,7 @@ class RunLog:
         save_grid(reconstruction_rows(model, x[:RECONSTRUCTIONS], None if y is None else y[:RECONSTRUCTIONS]),
                   self.folder / "reconstructions" / name, nrow=RECONSTRUCTIONS)
         if variant.generative:
-            images = (class_rows(model, model.config.num_classes, PER_CLASS, seed) if variant.conditional
+            images = (class_rows(model, model.num_classes, PER_CLASS, seed) if variant.conditional
                       else prior_samples(model, SAMPLES, seed=seed))
             save_grid(images, self.folder / "samples" / name, nrow=PER_CLASS)
 

@@ -1,19 +1,30 @@
-"""``ZooModel``: the shared model API every built-in variant's network follows.
+"""``ZooModel``: the model contract every tool of the zoo relies on (CONTRIBUTING.md, "The model contract").
 
-``encode(x, y=None)``, ``decode(z, y=None)``, ``forward(x, y=None)`` and, for generative variants,
-``sample(n, y=None, generator=None)``; ``config`` is the variant's config dataclass. A model made by
-:func:`zoo.create` or :func:`zoo.load` also knows its ``variant_name`` and ``pretrained_info``
-(provenance: name, source, revision), as timm models carry ``pretrained_cfg``.
+- ``config``: the variant's config dataclass; ``latent_shape``: one example's code, ``(D,)`` or ``(C, h, w)``;
+  ``num_classes``: the labels a conditional model takes (0 otherwise).
+- ``encode(x, y=None)`` -> a :class:`~zoo.distributions.Posterior`; ``decode(z, y=None)`` -> images;
+  ``forward(x, y=None)`` -> the reconstruction (deterministic in eval mode).
+- ``sample(n, y=None, generator=None)`` for variants that declare ``generative``;
+  ``reconstruction_nll(x, z, y=None)`` for those that declare ``has_likelihood``;
+  ``prior_log_prob(z)`` for those that declare ``variational``.
+
+A model made by :func:`zoo.create` or :func:`zoo.load` also knows its ``variant_name`` and
+``pretrained_info`` (provenance: name, source, revision), as timm models carry ``pretrained_cfg``.
+``from_pretrained`` / ``save_pretrained`` / ``push_to_hub`` follow the Hugging Face convention.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from zoo.distributions import Posterior, standard_normal_log_prob
+
+M = TypeVar("M", bound="ZooModel")
 
 
 class ZooModel(nn.Module):
@@ -30,17 +41,59 @@ class ZooModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def encode(self, x: Tensor, y: Tensor | None = None) -> Any:
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """One example's code: ``(latent_dim,)`` by default; override for a spatial latent ``(C, h, w)``."""
+        latent_dim = getattr(self.config, "latent_dim", None)
+        if latent_dim is None:
+            raise NotImplementedError(f"{type(self).__name__} must define latent_shape (its config has no latent_dim)")
+        return (int(latent_dim),)
+
+    @property
+    def num_classes(self) -> int:
+        """How many labels a conditional model takes (``config.num_classes``); 0 for an unconditional one."""
+        return int(getattr(self.config, "num_classes", 0) or 0)
+
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Posterior:
+        """q(z|x): a :class:`~zoo.distributions.Posterior` over codes of shape ``latent_shape``."""
         raise NotImplementedError
 
     def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """Images (the mean of p(x|z), in the data's range) from codes (batch, *latent_shape)."""
         raise NotImplementedError
 
     def sample(self, n: int, y: Tensor | int | None = None, generator: torch.Generator | None = None) -> Tensor:
         raise NotImplementedError(
             f"{self.variant_name or type(self).__name__} is not a generative model: it has no prior to "
-            f"sample from. Use a VAE-family variant (vae, beta-vae, cvae, vae-gan) for sampling."
+            f"sample from. Use a variant that declares generative = True (vae, beta-vae, cvae, vae-gan)."
         )
+
+    def reconstruction_nll(self, x: Tensor, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """-log p(x|z) per example in nats (deterministic autoencoders: their reconstruction error).
+
+        ``z`` is (batch, *latent_shape) or carries leading Monte-Carlo dims (K, batch, *latent_shape);
+        the result is (batch,) or (K, batch). Variants that implement it declare ``has_likelihood``.
+        """
+        raise NotImplementedError(f"{self.variant_name or type(self).__name__} defines no likelihood p(x|z)")
+
+    def prior_log_prob(self, z: Tensor) -> Tensor:
+        """log p(z) summed over the latent (leading sample dims kept); the standard normal by default."""
+        return standard_normal_log_prob(z, len(self.latent_shape))
+
+    @classmethod
+    def from_pretrained(cls: type[M], name: str | Path, *, revision: str | None = None,
+                        device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+                        local_files_only: bool | None = None, cache_dir: str | Path | None = None) -> M:
+        """Load a pretrained model of this class, as Hugging Face users type it.
+
+        ``name`` is a Hub repo id (``"ORG/NAME"``, or ``"hf-hub:ORG/NAME@REV"``), a registered checkpoint
+        name (``"cvae-mnist"``) or a model folder. Resolution, strict loading and errors are
+        :func:`zoo.load`'s; a folder whose variant builds another class is refused before any weight is read.
+        """
+        from zoo.registry import from_pretrained
+
+        return from_pretrained(name, revision=revision, device=device, dtype=dtype, local_files_only=local_files_only,
+                               cache_dir=cache_dir, expected_class=cls)
 
     def save_pretrained(self, save_directory: str | Path, *, card: str | None = None) -> Path:
         """Write ``config.json``, ``model.safetensors`` and ``README.md`` (atomically) to a folder."""

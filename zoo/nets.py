@@ -4,6 +4,10 @@
 convolutions back, cropped to the exact input size) or ``"timm:NAME"`` (a randomly initialised timm
 model as the encoder trunk, conv decoder). A condition vector (one-hot labels) is concatenated to
 the input: as extra constant channels for conv/timm trunks, as extra features for the MLP.
+
+:class:`Encoder` / :class:`Decoder` map to and from a flat latent (B, D); :class:`SpatialEncoder` /
+:class:`SpatialDecoder` to and from a spatial one (B, C, h, w) at the conv trunk's resolution
+(:func:`spatial_latent_shape`), as VQ-VAEs and the VAEs of latent diffusion have.
 """
 
 from __future__ import annotations
@@ -74,14 +78,9 @@ class Encoder(nn.Module):
             self.trunk = Trunk(layers)
             trunk_features = dims[-1]
         elif architecture == "conv":
-            chans = [c + cond_dim, *hidden_dims]
-            layers = []
-            for c_in, c_out in zip(chans[:-1], chans[1:], strict=True):
-                layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), activation(activation_name)]
-            layers.append(nn.Flatten())
-            self.trunk = Trunk(layers)
+            self.trunk = Trunk([*_conv_trunk(c + cond_dim, hidden_dims, activation_name), nn.Flatten()])
             fh, fw = conv_feature_size(h, w, len(hidden_dims))
-            trunk_features = chans[-1] * fh * fw
+            trunk_features = (hidden_dims[-1] if hidden_dims else c + cond_dim) * fh * fw
         else:
             import timm  # imported only when a timm backbone is asked for
 
@@ -95,11 +94,9 @@ class Encoder(nn.Module):
             return x
         if cond is None:
             raise ValueError("this encoder is conditional: pass the condition (e.g. labels y)")
-        cond = cond.to(x.dtype)
         if self.architecture == "mlp":
-            return torch.cat([x.flatten(1), cond], dim=1)
-        planes = cond[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
-        return torch.cat([x, planes], dim=1)
+            return torch.cat([x.flatten(1), cond.to(x.dtype)], dim=1)
+        return _condition_planes(x, cond, self.cond_dim, "encoder")
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         return self.head(self.trunk(self._prepare(x, cond)))
@@ -165,6 +162,80 @@ class Discriminator(nn.Module):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         features, hidden = self.trunk.forward_hidden(x)
         return self.head(features).squeeze(-1), hidden[self.feature_layer].flatten(1)
+
+
+def _conv_trunk(in_channels: int, hidden_dims: Sequence[int], activation_name: str) -> list[nn.Module]:
+    """Stride-2 3x3 convolutions, each followed by the activation: halves H and W per layer (rounding up)."""
+    chans = [in_channels, *hidden_dims]
+    layers: list[nn.Module] = []
+    for c_in, c_out in zip(chans[:-1], chans[1:], strict=True):
+        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), activation(activation_name)]
+    return layers
+
+
+def _condition_planes(x: Tensor, cond: Tensor | None, cond_dim: int, what: str) -> Tensor:
+    """``x`` (B, C, H, W) with the condition vector appended as ``cond_dim`` constant channels."""
+    if cond_dim == 0:
+        return x
+    if cond is None:
+        raise ValueError(f"this {what} is conditional: pass the condition (e.g. labels y)")
+    planes = cond.to(x.dtype)[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
+    return torch.cat([x, planes], dim=1)
+
+
+def spatial_latent_shape(input_shape: Sequence[int], hidden_dims: Sequence[int],
+                         latent_channels: int) -> tuple[int, int, int]:
+    """(latent_channels, h, w): the code grid of a :class:`SpatialEncoder` with these ``hidden_dims``."""
+    _, h, w = input_shape
+    fh, fw = conv_feature_size(h, w, len(hidden_dims))
+    return latent_channels, fh, fw
+
+
+class SpatialEncoder(nn.Module):
+    """x (B, C, H, W) [+ condition (B, K)] -> a code grid (B, out_channels, h, w).
+
+    The conv trunk of :class:`Encoder` without its flattening, and a 1x1 convolution as the head, so
+    every position of the grid describes its own patch of the image.
+    """
+
+    def __init__(self, input_shape: Sequence[int], hidden_dims: Sequence[int], out_channels: int,
+                 activation_name: str = "relu", cond_dim: int = 0) -> None:
+        super().__init__()
+        if not hidden_dims:
+            raise ConfigError("a spatial latent needs at least one conv layer in hidden_dims")
+        self.cond_dim = cond_dim
+        self.trunk = Trunk(_conv_trunk(input_shape[0] + cond_dim, hidden_dims, activation_name))
+        self.head = nn.Conv2d(hidden_dims[-1], out_channels, 1)
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        return self.head(self.trunk(_condition_planes(x, cond, self.cond_dim, "encoder")))
+
+
+class SpatialDecoder(nn.Module):
+    """A code grid (B, latent_channels, h, w) [+ condition (B, K)] -> output (B, C, H, W), no output
+    activation: a 3x3 convolution into the widest hidden width, stride-2 transposed convolutions back
+    up (mirroring :class:`SpatialEncoder`), a 3x3 convolution to the image channels, cropped to H x W."""
+
+    def __init__(self, latent_channels: int, hidden_dims: Sequence[int], output_shape: Sequence[int],
+                 activation_name: str = "relu", cond_dim: int = 0) -> None:
+        super().__init__()
+        if not hidden_dims:
+            raise ConfigError("a spatial latent needs at least one conv layer in hidden_dims")
+        c, h, w = output_shape
+        self.output_shape = (c, h, w)
+        self.cond_dim = cond_dim
+        hidden = list(reversed(hidden_dims))
+        layers: list[nn.Module] = [nn.Conv2d(latent_channels + cond_dim, hidden[0], 3, padding=1),
+                                   activation(activation_name)]
+        for c_in, c_out in zip(hidden, [*hidden[1:], hidden[-1]], strict=True):
+            layers += [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), activation(activation_name)]
+        layers.append(nn.Conv2d(hidden[-1], c, 3, padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
+        out = self.net(_condition_planes(z, cond, self.cond_dim, "decoder"))
+        _, h, w = self.output_shape
+        return out[:, :, :h, :w]
 
 
 def conv_feature_size(h: int, w: int, n_layers: int) -> tuple[int, int]:

@@ -1,6 +1,11 @@
 """Pictures of a model: image grids of reconstructions, samples, interpolations, latent traversals and the 2-D
 manifold (PNG through torchvision), and matplotlib plots of the latent space (scatter of codes, per-latent KL).
 
+Every picture works through the model contract (:mod:`zoo.contract`), for flat latents (D,) and spatial ones
+(C, h, w) alike: codes are the posterior's ``mode()`` (a Gaussian's mean, a deterministic code, a VQ model's
+quantised code); traversals move one latent unit (a latent, or a channel at one position); scatters and
+interpolations treat a spatial code as one flattened vector.
+
 matplotlib and torchvision are imported inside the functions that draw, so ``import zoo.pictures`` stays light.
 """
 
@@ -15,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.distributions import DiagonalGaussian
+from zoo.contract import has, is_spatial, labels_for, latent_shape, posterior_of, unit_mean, unit_sum
 from zoo.metrics import costly_latents
 
 if TYPE_CHECKING:
@@ -30,7 +35,8 @@ def reconstruction_rows(model: nn.Module, x: Tensor, y: Tensor | None = None) ->
     was_training = model.training
     model.eval()
     x = x.to(next(model.parameters()).device)
-    recon = model(x, y).float().clamp(0, 1)
+    y = labels_for(model, y)
+    recon = (model(x) if y is None else model(x, y)).float().clamp(0, 1)
     model.train(was_training)
     return torch.cat([x.float().cpu(), recon.cpu()])
 
@@ -61,9 +67,9 @@ def save_grid(images: Tensor, path: str | Path, nrow: int = 8) -> Path:
 
 # --- Latent-space pictures of any trained model -------------------------------------------------------------------
 #
-# VAE-family encoders return a DiagonalGaussian (its mean is the code used here); deterministic autoencoders return
-# the code tensor itself. Tensor-returning functions run under no_grad in eval mode, restore the training flag and
-# return images (N, C, H, W) in [0, 1] on the CPU; save_* functions write a PNG and return its path.
+# Codes are the mode of the posterior ``encode`` returns. Tensor-returning functions run under no_grad in eval mode,
+# restore the training flag and return images (N, C, H, W) in [0, 1] on the CPU; save_* functions write a PNG and
+# return its path.
 
 INTERPOLATIONS = ("linear", "slerp")
 #: Below this sin(angle) two codes count as (anti)parallel and slerp falls back to linear interpolation.
@@ -88,10 +94,6 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _conditional(model: nn.Module) -> bool:
-    return getattr(model.config, "num_classes", 0) > 0
-
-
 def _as_batch(x: Tensor) -> Tensor:
     """One image (C, H, W) or a batch (N, C, H, W) -> a batch."""
     if x.dim() not in (3, 4):
@@ -108,25 +110,25 @@ def _images(decoded: Tensor) -> Tensor:
     return decoded.float().clamp(0, 1).cpu()
 
 
-def _code(encoded: DiagonalGaussian | Tensor) -> Tensor:
-    """The point in latent space an encoding stands for: the posterior mean, or a deterministic code."""
-    return encoded.mean if isinstance(encoded, DiagonalGaussian) else encoded
+def _code(model: nn.Module, x: Tensor, y: Tensor | int | None) -> Tensor:
+    """The point in latent space x stands for: the mode of its posterior, (N, *latent_shape)."""
+    return posterior_of(model, x.to(_device(model)), y).mode()
 
 
 def _encode_all(model: nn.Module, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    """Codes (N, D) of a whole data set, and its per-latent KL (N, D) for a VAE (None for an autoencoder).
-
-    Encoded ``ENCODE_BATCH`` images at a time; labels are passed only to conditional models.
+    """Codes (N, *latent_shape) of a whole data set, and their KL per element (same shape) for a variational
+    model (None otherwise). Encoded ``ENCODE_BATCH`` images at a time; labels reach conditional models only.
     """
     device = _device(model)
-    labels = y if _conditional(model) else None
+    labels = labels_for(model, y)
+    variational = has(model, "variational")
     codes, kls = [], []
     for start in range(0, len(x), ENCODE_BATCH):
         batch_y = None if labels is None else labels[start:start + ENCODE_BATCH].to(device)
-        encoded = model.encode(x[start:start + ENCODE_BATCH].to(device), batch_y)
-        codes.append(_code(encoded).float().cpu())
-        if isinstance(encoded, DiagonalGaussian):
-            kls.append(encoded.kl_standard_normal().float().cpu())
+        posterior = posterior_of(model, x[start:start + ENCODE_BATCH].to(device), batch_y)
+        codes.append(posterior.mode().float().cpu())
+        if variational:
+            kls.append(posterior.kl().float().cpu())
     return torch.cat(codes), torch.cat(kls) if kls else None
 
 
@@ -152,8 +154,9 @@ def interpolate(model: nn.Module, x_a: Tensor, x_b: Tensor, steps: int = 10, met
                 y: Tensor | int | None = None) -> Tensor:
     """Decodes of ``steps`` codes from x_a's to x_b's: one row per pair, (P * steps, C, H, W).
 
-    ``x_a`` and ``x_b`` are one image each (C, H, W) or P pairs (P, C, H, W). Codes are posterior means (VAEs) or
-    the codes (autoencoders), interpolated ``"linear"``ly or by ``"slerp"``; the first and last images of a row are
+    ``x_a`` and ``x_b`` are one image each (C, H, W) or P pairs (P, C, H, W). Codes are posterior modes (a VAE's
+    means, an autoencoder's codes; a spatial code as one flattened vector), interpolated ``"linear"``ly or by
+    ``"slerp"``; the first and last images of a row are
     the decodes of the endpoints' codes. For a conditional model ``y`` (one label, or P labels) conditions both
     encodes and the row's decodes, so a row morphs the style within that class.
     """
@@ -165,68 +168,97 @@ def interpolate(model: nn.Module, x_a: Tensor, x_b: Tensor, steps: int = 10, met
     if x_a.shape != x_b.shape:
         raise ValueError(f"x_a and x_b must have the same shape, got {tuple(x_a.shape)} and {tuple(x_b.shape)}")
     with _evaluating(model):
-        device = _device(model)
-        a = _code(model.encode(x_a.to(device), y))[:, None]  # (P, 1, D)
-        b = _code(model.encode(x_b.to(device), y))[:, None]
-        t = torch.linspace(0, 1, steps, device=device, dtype=a.dtype)[:, None]  # (T, 1)
+        shape = latent_shape(model)
+        a = _code(model, x_a, y).flatten(1)[:, None]  # (P, 1, D): a spatial code as one vector
+        b = _code(model, x_b, y).flatten(1)[:, None]
+        t = torch.linspace(0, 1, steps, device=a.device, dtype=a.dtype)[:, None]  # (T, 1)
         z = slerp(a, b, t) if method == "slerp" else (1 - t) * a + t * b  # (P, T, D)
-        return _images(model.decode(z.reshape(-1, z.shape[-1]), _repeat_labels(y, steps)))
+        return _images(_decode(model, z.reshape(-1, *shape), _repeat_labels(y, steps)))
+
+
+def _decode(model: nn.Module, z: Tensor, y: Tensor | int | None) -> Tensor:
+    """``model.decode(z, y)``, with labels for a conditional model only."""
+    y = labels_for(model, y)
+    return model.decode(z) if y is None else model.decode(z, y)
 
 
 def _choose_dims(score: Tensor, dims: int | Sequence[int] | None) -> list[int]:
-    """Latents to show, most informative (highest ``score``) first: all, the top ``dims``, or those listed."""
-    latent_dim = len(score)
+    """Latent units to show, most informative (highest ``score``) first: all, the top ``dims``, or those listed."""
+    units = len(score)
     order = torch.argsort(score, descending=True, stable=True).tolist()
     if dims is None:
         return order
     if isinstance(dims, int):
-        if not 1 <= dims <= latent_dim:
-            raise ValueError(f"dims={dims}: ask for 1..{latent_dim} latents (the latent has {latent_dim} dims)")
+        if not 1 <= dims <= units:
+            raise ValueError(f"dims={dims}: ask for 1..{units} latent units (the latent has {units})")
         return order[:dims]
     chosen = set(dims)
-    if not chosen or len(chosen) != len(dims) or any(not 0 <= d < latent_dim for d in chosen):
-        raise ValueError(f"dims must be distinct latent indices in 0..{latent_dim - 1}, got {list(dims)}")
+    if not chosen or len(chosen) != len(dims) or any(not 0 <= d < units for d in chosen):
+        raise ValueError(f"dims must be distinct latent unit indices in 0..{units - 1}, got {list(dims)}")
     return [d for d in order if d in chosen]
 
 
+def default_position(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Where a traversal of a spatial latent moves each channel: the centre of the code grid."""
+    return tuple(size // 2 for size in shape[1:])
+
+
 def traversals(model: nn.Module, x: Tensor, *, dims: int | Sequence[int] | None = None, steps: int = 9,
-               span: float = 3.0, y: Tensor | int | None = None,
-               data: TensorData | None = None) -> tuple[Tensor, list[int]]:
+               span: float = 3.0, y: Tensor | int | None = None, data: TensorData | None = None,
+               position: Sequence[int] | None = None) -> tuple[Tensor, list[int]]:
     """Latent traversals around one image's code: (images (len(order) * steps, C, H, W), order).
 
-    Row r varies latent ``order[r]`` alone over ``steps`` values, the other latents staying at x's code, so a
-    row shows what that one latent controls. For a VAE the values are linspace(-span, span) in prior units
-    (absolute, not offsets), and rows are sorted by mean KL per latent (descending) over ``data`` when given,
-    else by x's own KL: informative latents first, collapsed ones (KL ~ 0, rows that do not change) last. A
-    deterministic autoencoder has no prior or KL: it needs ``data``, whose per-latent code mean and standard
-    deviation set the values (mean + linspace(-span, span) * std) and whose code variance sets the order.
-    ``dims``: None for every latent, an int k for the k first in that order, or a list of latents to show
-    (still sorted). ``y`` is x's label for a conditional model; ``data.y`` are the data's labels.
+    Row r varies latent unit ``order[r]`` alone over ``steps`` values, the rest of the code staying at x's, so a
+    row shows what that one unit controls. A unit is a latent of a flat latent; of a spatial latent (C, h, w) it
+    is a channel, moved at one ``position`` (i, j) of the grid (default: the centre, :func:`default_position`).
+    For a variational model the values are linspace(-span, span) in prior units (absolute, not offsets), and
+    rows are sorted by mean KL per unit (descending; a channel's summed over its positions) over ``data`` when
+    given, else by x's own KL: informative units first, collapsed ones (KL ~ 0, rows that do not change) last.
+    Any other model has no prior or KL: it needs ``data``, whose per-unit code mean and standard deviation set
+    the values (mean + linspace(-span, span) * std) and whose code variance sets the order.
+    ``dims``: None for every unit, an int k for the k first in that order, or a list of units to show (still
+    sorted). ``y`` is x's label for a conditional model; ``data.y`` are the data's labels.
     """
     x = _as_batch(x)
     if len(x) != 1:
         raise ValueError(f"traversals go around one image's code: pass one image, got a batch of {len(x)}")
     if steps < 2:
         raise ValueError(f"a traversal needs steps >= 2, got {steps}")
+    shape = latent_shape(model)
+    where = _position(shape, position)
     with _evaluating(model):
-        encoded = model.encode(x.to(_device(model)), y)
-        base = _code(encoded)[0]
-        if isinstance(encoded, DiagonalGaussian):
-            kl = _encode_all(model, data.x, data.y)[1] if data is not None else encoded.kl_standard_normal()
-            score, centre, scale = kl.mean(0), torch.zeros_like(base), torch.ones_like(base)
+        posterior = posterior_of(model, x.to(_device(model)), y)
+        base = posterior.mode()[0]
+        if has(model, "variational"):
+            kl = _encode_all(model, data.x, data.y)[1] if data is not None else posterior.kl()
+            score = unit_sum(kl, shape).mean(0)
+            centre, scale = torch.zeros(shape[0]), torch.ones(shape[0])
         else:
             if data is None:
-                raise ValueError("a deterministic autoencoder has no prior to traverse in: pass data=... (e.g. the "
-                                 "test set) to scale each latent by its spread over the data and order by variance")
-            codes = _encode_all(model, data.x, data.y)[0].to(base)
-            score, centre, scale = codes.var(0), codes.mean(0), codes.std(0)
+                raise ValueError("a model without a prior has nothing to traverse in: pass data=... (e.g. the test "
+                                 "set) to scale each latent unit by its spread over the data and order by variance")
+            codes = _encode_all(model, data.x, data.y)[0]
+            at = codes[(slice(None), slice(None), *where)]  # (N, units) at the traversed position
+            score, centre, scale = unit_mean(codes.var(0), shape), at.mean(0), at.std(0)
         order = _choose_dims(score, dims)
         values = torch.linspace(-span, span, steps, device=base.device, dtype=base.dtype)
-        z = base.repeat(len(order), steps, 1)  # (rows, steps, D)
+        z = base.repeat(len(order), steps, *([1] * len(shape)))  # (rows, steps, *latent_shape)
         for row, d in enumerate(order):
-            z[row, :, d] = centre[d] + values * scale[d]
-        images = _images(model.decode(z.reshape(-1, len(base)), _repeat_labels(y, len(order) * steps)))
+            z[(row, slice(None), d, *where)] = centre[d].to(base) + values * scale[d].to(base)
+        images = _images(_decode(model, z.reshape(-1, *shape), _repeat_labels(y, len(order) * steps)))
     return images, order
+
+
+def _position(shape: tuple[int, ...], position: Sequence[int] | None) -> tuple[int, ...]:
+    """The grid position a traversal of a spatial latent moves (empty for a flat latent), checked."""
+    if not is_spatial(shape):
+        if position is not None:
+            raise ValueError(f"position applies to spatial latents; this latent is flat {shape}")
+        return ()
+    where = default_position(shape) if position is None else tuple(int(p) for p in position)
+    if len(where) != len(shape) - 1 or any(not 0 <= p < size for p, size in zip(where, shape[1:], strict=True)):
+        raise ValueError(f"position {tuple(position or ())} is not on the {'x'.join(map(str, shape[1:]))} code grid")
+    return where
 
 
 def manifold(model: nn.Module, n: int = 20, *, bound: float = 0.05, y: int | None = None) -> Tensor:
@@ -236,17 +268,17 @@ def manifold(model: nn.Module, n: int = 20, *, bound: float = 0.05, y: int | Non
     prior mass lies between neighbours: z1 grows left to right, z2 bottom to top. ``y`` is the class of a
     conditional model.
     """
-    latent_dim = model.config.latent_dim
-    if latent_dim != 2:
-        raise ValueError(f"this model's latent has {latent_dim} dims and manifold() needs 2; "
-                         f"use traversals() to show one latent at a time")
+    shape = latent_shape(model)
+    if shape != (2,):
+        raise ValueError(f"this model's latent has shape {shape} and manifold() needs a flat 2-D latent (2,); "
+                         f"use traversals() to show one latent unit at a time")
     if not 0 < bound < 0.5:
         raise ValueError(f"bound is the outermost quantile and must lie in (0, 0.5), got {bound}")
     with _evaluating(model):
         device = _device(model)
         grid = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(bound, 1 - bound, n)).to(device)
         z = torch.stack([grid.repeat(n), grid.flip(0).repeat_interleave(n)], dim=1)  # row i: z2 = grid[n - 1 - i]
-        return _images(model.decode(z, y))
+        return _images(_decode(model, z, y))
 
 
 def _model_name(model: nn.Module) -> str:
@@ -263,19 +295,24 @@ def _pca_2d(points: Tensor) -> tuple[Tensor, Tensor]:
 
 def save_latent_scatter(model: nn.Module, data: TensorData, path: str | Path, *, max_points: int = 2000,
                         dims: tuple[int, int] | None = None, seed: int = 0, title: str | None = None) -> Path:
-    """Scatter of the data's codes (posterior means for a VAE) coloured by label: how the classes sit in z.
+    """Scatter of the data's codes (posterior modes) coloured by label: how the classes sit in z.
 
-    Plots latents ``dims``; by default both latents of a 2-D latent, or for a wider latent its projection on the
-    two principal axes (PCA), as the default title says (``title`` replaces it). At most ``max_points`` examples
-    (a seeded random subset), coloured by ``data.y`` with a legend (a colorbar above 20 classes).
+    Plots latents ``dims``; by default both latents of a 2-D latent, or for a wider latent (a spatial one
+    flattened) its projection on the two principal axes (PCA), as the default title says (``title`` replaces
+    it). At most ``max_points`` examples (a seeded random subset), coloured by ``data.y`` with a legend (a
+    colorbar above 20 classes).
     """
     x, y = data.x, data.y
     if len(x) > max_points:
         keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:max_points]
         x, y = x[keep], None if y is None else y[keep]
     with _evaluating(model):
-        codes, kl = _encode_all(model, x, y)
-    what = "posterior means" if kl is not None else "codes"
+        codes = _encode_all(model, x, y)[0]
+    shape = latent_shape(model)
+    what = "posterior means" if has(model, "variational") else "codes"
+    if is_spatial(shape):
+        what = f"{'x'.join(map(str, shape))} {what} (flattened)"
+    codes = codes.flatten(1)
     latent_dim = codes.shape[1]
     if dims is None and latent_dim == 2:
         dims = (0, 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ def get_checkpoint(name: str) -> CheckpointRef:
 
 def load(name: str, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
          revision: str | None = None, local_files_only: bool | None = None, pretrained: bool = True,
-         cache_dir: str | Path | None = None) -> nn.Module:
+         cache_dir: str | Path | None = None, expected_class: type[nn.Module] | None = None) -> nn.Module:
     """Load a model in eval mode, local first.
 
     ``name`` is a registered checkpoint name (``"cvae-mnist"``), ``hf-hub:ORG/NAME[@REV]`` or
@@ -69,11 +70,13 @@ def load(name: str, *, device: str | torch.device | None = None, dtype: torch.dt
     (no network call), then a download pinned to its revision unless offline (``HF_HUB_OFFLINE=1``
     or ``local_files_only=True``). Loading is strict: config.json must name an installed variant and
     every weight must match. ``pretrained=False`` builds the same architecture with random weights.
+    ``expected_class`` (what ``SomeModel.from_pretrained`` passes) refuses, before reading any weight, a
+    folder whose variant builds another class.
     """
     from zoo import hub
     from zoo.folder import load_folder
 
-    kwargs: dict[str, Any] = {"device": device, "dtype": dtype}
+    kwargs: dict[str, Any] = {"device": device, "dtype": dtype, "expected_class": expected_class}
     if name.startswith(LOCAL_PREFIX):
         return load_folder(Path(name[len(LOCAL_PREFIX):]).expanduser(), **kwargs)
     if name.startswith(hub.HUB_PREFIX):
@@ -108,13 +111,46 @@ def load(name: str, *, device: str | torch.device | None = None, dtype: torch.dt
     return load_folder(res.folder, expected_variant=ref.variant, info=info, **kwargs)
 
 
-def _random_init(folder: Path | None, variant: str | None, *, device: Any, dtype: Any) -> nn.Module:
+def from_pretrained(name: str | Path, *, revision: str | None = None, device: str | torch.device | None = None,
+                    dtype: torch.dtype | None = None, local_files_only: bool | None = None,
+                    cache_dir: str | Path | None = None, expected_class: type[nn.Module] | None = None) -> nn.Module:
+    """:func:`load` with the names Hugging Face users type: a model folder, a registered checkpoint name,
+    or a Hub repo id ``ORG/NAME[@REV]`` without the ``hf-hub:`` prefix (prefixed names work too).
+
+    >>> model = zoo.from_pretrained("cvae-mnist")
+    >>> model = VAEModel.from_pretrained("runs/my-vae", device="cuda")   # refuses a folder of another class
+    """
+    from zoo import hub
+
+    text = str(name)
+    kwargs: dict[str, Any] = {"revision": revision, "device": device, "dtype": dtype,
+                              "local_files_only": local_files_only, "cache_dir": cache_dir,
+                              "expected_class": expected_class}
+    if text.startswith((LOCAL_PREFIX, hub.HUB_PREFIX)) or text in get_registry().checkpoints:
+        return load(text, **kwargs)
+    if Path(text).expanduser().is_dir():
+        return load(LOCAL_PREFIX + text, **kwargs)
+    if HUB_ID.fullmatch(text):
+        try:
+            return load(hub.HUB_PREFIX + text, **kwargs)
+        except hub.HubUnavailableError as err:
+            raise hub.HubUnavailableError(f"{err}\n  (there is no local folder {text!r} either)") from err
+    return load(text, **kwargs)  # an unknown checkpoint name: the error lists close matches
+
+
+#: A Hub repo id as users type it: ORG/NAME, optionally @REVISION.
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(@[^\s]+)?")
+
+
+def _random_init(folder: Path | None, variant: str | None, *, device: Any, dtype: Any,
+                 expected_class: type[nn.Module] | None) -> nn.Module:
     """The architecture that ``folder/config.json`` describes, with fresh random weights."""
-    from zoo.folder import read_config
+    from zoo.folder import check_model_class, read_config
 
     name, config = read_config(Path(folder))
     if variant is not None and name != variant:
         raise ConfigError(f"{Path(folder) / 'config.json'} says variant {name!r}, expected {variant!r}")
     with torch.device(device or "cpu"):
         model = create(name, get_variant(name).config_from_json(config, source=str(folder)))
+    check_model_class(model, expected_class, Path(folder))
     return model.to(dtype=dtype) if dtype is not None else model

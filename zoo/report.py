@@ -1,11 +1,13 @@
 """``zoo eval --report DIR``: every metric and picture of one model in a Markdown report.
 
-The report holds the evaluation table (:func:`zoo.evaluation.evaluate`), the per-latent table (KL,
-reconstruction gain, whether the gain is below the KL, activity) and the pictures of
-:mod:`zoo.pictures` that apply to the model: reconstructions; prior samples and a class grid for
-generative and conditional models; linear and spherical interpolations; latent traversals sorted by
-KL; the decoded 2-D manifold for a 2-D latent; a scatter of encoded test means coloured by label; the
-per-latent KL / gain bar chart.
+The report holds the evaluation table (:func:`zoo.evaluation.evaluate`, the variant's own metrics
+included), one line for every measurement that does not apply to the model and why
+(:func:`zoo.evaluation.skipped`), the per-unit table (KL, reconstruction gain, whether the gain is
+below the KL, activity; per latent for a flat latent, per channel for a spatial one, as the table
+says) and the pictures of :mod:`zoo.pictures` that apply: reconstructions; prior samples and a class
+grid for generative and conditional models; linear and spherical interpolations; latent traversals
+sorted by KL; the decoded 2-D manifold for a flat 2-D latent; a scatter of encoded test codes
+coloured by label; the per-unit KL / gain bar chart.
 """
 
 from __future__ import annotations
@@ -16,18 +18,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from zoo.contract import has, is_spatial, latent_shape, unit_name
 from zoo.data import TensorData
 from zoo.folder import atomic_write
 
 KL_NOTE = " A latent whose gain is below its KL costs the ELBO more than it gives back."
 
 
-def _picture_rows(model: nn.Module, data: TensorData, out: Path, probabilistic: bool) -> list[tuple[str, str]]:
+def _picture_rows(model: nn.Module, data: TensorData, out: Path) -> list[tuple[str, str]]:
     """Draw every picture that applies; (file name, caption) for each."""
     from zoo import pictures as pic
-    from zoo.evaluation import is_generative
 
-    classes = getattr(model.config, "num_classes", 0)
+    classes = model.num_classes if has(model, "conditional") else 0
+    shape = latent_shape(model)
     labelled = data.y is not None
     # One example per class where there are labels, else the first ones.
     idx = torch.cat([torch.nonzero(data.y == k)[:1, 0] for k in data.y.unique()[:8]]) if labelled else torch.arange(8)
@@ -41,7 +44,7 @@ def _picture_rows(model: nn.Module, data: TensorData, out: Path, probabilistic: 
 
     grid(pic.reconstruction_rows(model, x, y), "reconstructions.png", len(x),
          "test inputs (top) and their reconstructions (bottom)")
-    if is_generative(model):
+    if has(model, "generative"):
         if classes:
             grid(pic.class_rows(model, classes, per_class=10), "classes.png", 10, "row k: 10 samples of class k")
         else:
@@ -52,17 +55,18 @@ def _picture_rows(model: nn.Module, data: TensorData, out: Path, probabilistic: 
         grid(pic.interpolate(model, pairs_a, pairs_b, steps=10, method=method, y=pair_y),
              f"interpolation-{method}.png", 10, f"{method} interpolation between the codes of two test inputs, per row")
     sample = data if len(data) <= 2000 else TensorData(data.x[:2000], None if data.y is None else data.y[:2000])
-    images, order = pic.traversals(model, x[:1], dims=min(model.config.latent_dim, 10), y=None if y is None else y[:1],
-                                   data=sample)
-    grid(images, "traversals.png", 9, f"traversals of one latent per row (latents {order}, "
-         f"{'most KL' if probabilistic else 'largest code variance'} first)")
-    if model.config.latent_dim == 2:
+    images, order = pic.traversals(model, x[:1], dims=min(shape[0], 10), y=None if y is None else y[:1], data=sample)
+    unit = unit_name(shape)
+    where = f" at grid position {pic.default_position(shape)}" if is_spatial(shape) else ""
+    grid(images, "traversals.png", 9, f"traversals of one {unit} per row{where} ({unit}s {order}, "
+         f"{'most KL' if has(model, 'variational') else 'largest code variance'} first)")
+    if shape == (2,):
         grid(pic.manifold(model, 20, y=0 if classes else None), "manifold.png", 20,
              "decoded 2-D latent grid (inverse normal CDF of evenly spaced quantiles)"
              + (" for class 0" if classes else ""))
     if labelled:
         pic.save_latent_scatter(model, data, out / "latent-scatter.png")
-        shown.append(("latent-scatter.png", "encoded test means coloured by label"))
+        shown.append(("latent-scatter.png", "encoded test codes coloured by label"))
     return shown
 
 
@@ -70,39 +74,34 @@ def write_report(model: nn.Module, data: TensorData, out: str | Path, *, title: 
                  metrics: dict[str, Any] | None = None, nll_samples: int = 1000) -> Path:
     """Evaluate ``model`` on ``data`` (unless ``metrics`` are given) and write ``out/report.md`` with its
     pictures; returns the report's path."""
-    from zoo.cards import METRIC_NAMES
-    from zoo.evaluation import evaluate, is_probabilistic
-    from zoo.metrics import active_units, reconstruction_gain
+    from zoo.cards import metric_names
+    from zoo.evaluation import evaluate, skipped
+    from zoo.metrics import reconstruction_gain
     from zoo.pictures import save_latent_bars
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.eval()
-    probabilistic = is_probabilistic(model, data)
+    variational = has(model, "variational")
     if metrics is None:
         metrics = evaluate(model, data, nll_samples=nll_samples, dataset=dataset)
-    gain = reconstruction_gain(model, data, replace_with="prior" if probabilistic else "marginal")
-    variance = active_units(model, data)["mean_variance"] if probabilistic else None
-    pictures = _picture_rows(model, data, out, probabilistic)
-    if probabilistic:
+    pictures = _picture_rows(model, data, out)
+    unit = unit_name(latent_shape(model))
+    gain = (reconstruction_gain(model, data, replace_with="prior" if variational else "marginal")
+            if has(model, "has_likelihood") else None)
+    if variational and gain is not None:
         save_latent_bars(gain["kl_per_latent"], out / "latent-bars.png", gain_per_latent=gain["gain"],
-                         title=f"{title}: per-latent KL and reconstruction gain")
-        pictures.append(("latent-bars.png", "per-latent KL and reconstruction gain (flagged: gain below KL)"))
-    rows = "\n".join(f"| {METRIC_NAMES.get(k, k)} | {v:.4f} |" if isinstance(v, float) else
-                     f"| {METRIC_NAMES.get(k, k)} | {v} |" for k, v in metrics.items())
-    if probabilistic:
-        latent_rows = "\n".join(
-            f"| {i} | {kl:.3f} | {g:.3f} | {'yes' if i in gain['below_kl'] else ''} | {var:.4f} |"
-            for i, (kl, g, var) in enumerate(zip(gain["kl_per_latent"], gain["gain"], variance, strict=True)))
-        latent_table = ("| latent | KL (nats) | reconstruction gain (nats) | gain < KL | Var_x E[z] (active > 0.01) |\n"
-                        "| --- | --- | --- | --- | --- |\n" + latent_rows)
-    else:
-        latent_table = ("| latent | reconstruction gain (code -> its data mean) |\n| --- | --- |\n"
-                        + "\n".join(f"| {i} | {g:.3f} |" for i, g in enumerate(gain["gain"])))
+                         title=f"{title}: per-{unit} KL and reconstruction gain")
+        pictures.append(("latent-bars.png", f"per-{unit} KL and reconstruction gain (flagged: gain below KL)"))
+    names = metric_names(model)
+    rows = "\n".join(f"| {names.get(k, k)} | {v:.4f} |" if isinstance(v, float) else
+                     f"| {names.get(k, k)} | {v} |" for k, v in metrics.items())
+    notes = "\n".join(f"- {line}" for line in skipped(model, dataset))
     figures = "\n\n".join(f"### {caption}\n\n![{caption}]({file})" for file, caption in pictures)
     text = f"""# {title}
 
-Variant `{model.variant_name}`, evaluated on {dataset or "the given data"} ({len(data)} examples).
+Variant `{model.variant_name}`, latent shape {latent_shape(model)}, evaluated on {dataset or "the given data"}
+({len(data)} examples).
 
 ## Metrics
 
@@ -110,13 +109,11 @@ Variant `{model.variant_name}`, evaluated on {dataset or "the given data"} ({len
 | --- | --- |
 {rows}
 
-## Per latent
+{notes or "Every measurement applies to this model."}
 
-Reconstruction gain: the reconstruction NLL of the decoded {"posterior mean" if probabilistic else "code"} with
-the latent replaced by {"its prior mean (0)" if probabilistic else "its mean over the data"}, minus the NLL with it
-kept (per example; nats for a Bernoulli decoder).{KL_NOTE if probabilistic else ""}
+## Per {unit}
 
-{latent_table}
+{_unit_section(model, data, gain, variational, unit)}
 
 ## Pictures
 
@@ -125,3 +122,30 @@ kept (per example; nats for a Bernoulli decoder).{KL_NOTE if probabilistic else 
     path = out / "report.md"
     atomic_write(path, lambda tmp: tmp.write_text(text))
     return path
+
+
+def _unit_section(model: nn.Module, data: TensorData, gain: dict[str, Any] | None, variational: bool,
+                  unit: str) -> str:
+    """The per-unit table (KL, gain, activity for variational models; the gain for others) and how to read it."""
+    from zoo.metrics import active_units
+
+    spatial = is_spatial(latent_shape(model))
+    per = (f" A unit is a channel of the {'x'.join(map(str, latent_shape(model)))} latent: its KL is summed and its "
+           f"variance averaged over the grid positions, and the gain replaces the whole channel.") if spatial else ""
+    if gain is None:
+        return f"No reconstruction gain: the variant does not declare `has_likelihood`.{per}"
+    kept = "its prior mean (0)" if variational else "its mean over the data"
+    what = (f"Reconstruction gain: the reconstruction NLL of the decoded {'posterior mean' if variational else 'code'} "
+            f"with the {unit} replaced by {kept}, minus the NLL with it kept (per example; nats for a Bernoulli "
+            f"decoder).{KL_NOTE if variational else ''}{per}")
+    if variational:
+        variance = active_units(model, data)["mean_variance"]
+        rows = "\n".join(f"| {i} | {kl:.3f} | {g:.3f} | {'yes' if i in gain['below_kl'] else ''} | {var:.4f} |"
+                         for i, (kl, g, var) in enumerate(zip(gain["kl_per_latent"], gain["gain"], variance,
+                                                               strict=True)))
+        table = (f"| {unit} | KL (nats) | reconstruction gain (nats) | gain < KL | Var_x E[z] (active > 0.01) |\n"
+                 "| --- | --- | --- | --- | --- |\n" + rows)
+    else:
+        table = (f"| {unit} | reconstruction gain (code -> its data mean) |\n| --- | --- |\n"
+                 + "\n".join(f"| {i} | {g:.3f} |" for i, g in enumerate(gain["gain"])))
+    return f"{what}\n\n{table}"

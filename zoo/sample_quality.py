@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from zoo.classifier import check_mnist_shaped, classify
+from zoo.contract import has, require
 
 LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
@@ -87,7 +88,7 @@ def sample_quality(model: nn.Module, real: Tensor, num_samples: int = 5000, seed
     Conditional models are sampled with balanced labels, so their samples match the class mix of a
     balanced test set."""
     check_mnist_shaped(real)
-    classes = getattr(model.config, "num_classes", 0)
+    classes = model.num_classes if has(model, "conditional") else 0
     samples = draw_samples(model, num_samples, y=balanced_labels(num_samples, classes) if classes else None,
                            seed=seed)
     logits, fake_features = classify(samples)
@@ -98,9 +99,8 @@ def sample_quality(model: nn.Module, real: Tensor, num_samples: int = 5000, seed
 
 def conditional_accuracy(model: nn.Module, per_class: int = 500, seed: int = 0) -> dict[str, Any]:
     """Accuracy of the classifier on the labels a conditional model was asked for: overall and per class."""
-    classes = getattr(model.config, "num_classes", 0)
-    if not classes:
-        raise ValueError(f"conditional accuracy needs a conditional model; {model.variant_name!r} has no classes")
+    require(model, "conditional", "the conditional accuracy")
+    classes = model.num_classes
     labels = balanced_labels(per_class * classes, classes)
     logits, _ = classify(draw_samples(model, len(labels), y=labels, seed=seed))
     correct = (logits.argmax(1) == labels).float()

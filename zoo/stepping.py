@@ -56,6 +56,11 @@ class StepContext:
         self._checked = False
         self._variant = ""
 
+    @property
+    def autocast_used(self) -> bool:
+        """Whether a ``train_step`` has entered :meth:`autocast` under this context."""
+        return self._autocast_used
+
     def autocast(self) -> AbstractContextManager[object]:
         """The context to compute the forward pass and the loss in (autocast; a null context in fp32)."""
         self._autocast_used = True
@@ -95,12 +100,14 @@ class StepContext:
                                "has no effect: it trains in float32", self._variant, self.precision)
 
     @contextmanager
-    def active(self, optimizers: dict[str, torch.optim.Optimizer], variant: str) -> Iterator[StepContext]:
-        """Make this the context :func:`step_context` returns. With a scaler or several processes, an
-        optimiser stepped other than through :meth:`step` raises a ConfigError before it changes a weight."""
+    def active(self, optimizers: dict[str, torch.optim.Optimizer], variant: str, *,
+               guard: bool | None = None) -> Iterator[StepContext]:
+        """Make this the context :func:`step_context` returns. With ``guard`` (default: with a scaler or
+        several processes, where it matters), an optimiser stepped other than through :meth:`step` raises a
+        ConfigError before it changes a weight; the conformance kit guards always."""
         self._variant = variant
         token = _ACTIVE.set(self)
-        guarded = self.scaler is not None or self.world.size > 1
+        guarded = self.scaler is not None or self.world.size > 1 if guard is None else guard
         hooks = [opt.register_step_pre_hook(self._guard(name)) for name, opt in optimizers.items()] if guarded else []
         try:
             yield self
@@ -115,8 +122,9 @@ class StepContext:
     def _guard(self, name: str) -> Callable[..., None]:
         def check(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
             if not self._stepping:
-                why = "fp16 needs its gradients unscaled" if self.scaler is not None else (
-                    f"{self.world.size} processes need their gradients averaged")
+                why = ("fp16 needs its gradients unscaled" if self.scaler is not None else
+                       f"{self.world.size} processes need their gradients averaged" if self.world.size > 1 else
+                       "fp16 and several processes need it")
                 raise ConfigError(
                     f"variant {self._variant!r} stepped its optimiser {name!r} itself, but {why}: its train_step "
                     f"must use zoo.stepping.step_context(): ctx.backward(loss) or ctx.grad(...), then "

@@ -1,4 +1,4 @@
-"""A conformance kit for variant authors: one pytest base class that checks the ``Variant`` contract.
+"""A conformance kit for variant authors: one pytest base class that checks the model contract.
 
 Subclass :class:`VariantConformance` in your plugin's test suite and provide a ``variant`` fixture;
 pytest then runs every check below against your variant::
@@ -15,43 +15,58 @@ pytest then runs every check below against your variant::
             return MyVariant()
 
 Every check builds its model from ``variant.tiny_config()`` and feeds it a small, seeded batch
-(inputs in [0, 1] from ``torch.rand``; labels in ``range(num_classes)`` for conditional variants),
-so the whole kit runs in a few seconds on a CPU. The checks are:
+(``batch_size`` inputs in [0, 1] from ``torch.rand``, shaped like ``config.input_shape``; labels in
+``range(num_classes)`` for conditional variants), so the whole kit runs in a few seconds on a CPU.
+The checks (CONTRIBUTING.md, "The conformance kit", says the same):
 
-- ``test_variant_metadata``: the name, config class and ``tiny_config`` are usable.
+- ``test_variant_metadata``: the name, config class and ``tiny_config`` are usable; the config has
+  ``input_shape`` (C, H, W); the model declares ``latent_shape`` (positive ints) and ``num_classes``
+  (>= 1 exactly for conditional variants); ``metric_names`` maps names to descriptions.
 - ``test_config_json_round_trip``: ``config_to_json`` -> JSON -> ``config_from_json`` gives the same
   config, and an unknown key raises :class:`zoo.errors.ConfigError` naming the key.
-- ``test_forward_shapes``: ``model(x)`` has the input's shape; ``encode`` gives a (B, latent_dim)
-  code (a tensor, or an object with ``.mean`` such as a posterior); ``decode`` gives (B, *input_shape).
+- ``test_forward_shapes``: ``model(x)`` has the input's shape in train and eval mode; ``encode`` gives a
+  posterior (:class:`zoo.distributions.Posterior`, or a tensor read as a point mass) whose ``mode()``
+  and seeded ``sample()`` are (B, *latent_shape); ``decode`` of such codes gives (B, *input_shape).
+- ``test_capabilities``: what the variant declares holds, and what it implements is declared:
+  ``variational`` -> the posterior has ``kl()`` (per element, >= 0) and ``log_prob(z)``, and
+  ``model.prior_log_prob(z)`` works, with and without leading sample dims; ``has_likelihood`` ->
+  ``model.reconstruction_nll(x, z, y)`` gives (B,) and (K, B) for K samples, and without the flag it
+  raises ``NotImplementedError``.
 - ``test_loss_finite_and_backward``: the loss is a finite scalar with finite terms; its gradients are
   finite and not all zero; with the default ``train_step`` it reaches every trainable parameter (a
   variant with its own ``train_step``, e.g. a GAN, may return an evaluation objective from ``loss``).
 - ``test_train_step_updates_parameters``: ``configure_optimizers`` covers every trainable parameter
-  and a few ``train_step`` calls change every one of them.
+  and three ``train_step`` calls change every one of them.
+- ``test_train_step_uses_step_context``: ``train_step`` computes its loss inside
+  ``step_context().autocast()`` and steps every optimiser through ``ctx.step`` (the context is guarded
+  as under fp16 or torchrun, where a direct ``optimizer.step()`` would be wrong).
 - ``test_loss_decreases``: ``configure_optimizers`` + ``train_step`` on one fixed batch lower the
-  monitored term (``variant.monitored_term``, default ``"loss"``) within a few dozen steps.
+  monitored term (``variant.monitored_term``, default ``"loss"``) over ``train_steps`` steps at
+  ``learning_rate``: the mean of the last ``window`` values is below the mean of the first ``window``.
 - ``test_eval_deterministic``: in eval mode ``model(x)`` is bit-for-bit repeatable.
 - ``test_save_load_round_trip``: ``save_pretrained`` then ``zoo.load("local-dir:...")`` restores
   every tensor, the config and the eval output exactly (skipped when the variant is not registered
   in this process, since loading looks the variant up by name).
-- ``test_sampling``: generative variants sample deterministically under a seeded generator; other
-  variants raise ``NotImplementedError`` from ``sample``.
+- ``test_sampling``: generative variants sample (n, *input_shape) deterministically under a seeded
+  generator; other variants raise ``NotImplementedError`` from ``sample``.
 - ``test_conditioning``: conditional variants decode the same code differently for different
   labels, and refuse to run without labels with an error that mentions them.
+- ``test_variant_metrics``: ``variant.metrics(model, data, seed=...)`` returns finite floats, each
+  described in ``metric_names``, the same for the same seed.
 
 Variant attributes the kit reads (all optional):
 
 ``monitored_term``
     Key of the dict returned by ``train_step`` that must decrease (default ``"loss"``). Adversarial
-    variants, whose total loss need not fall, name a term such as ``"reconstruction"``.
+    variants, whose total loss need not fall, name a term such as ``"discriminator"``.
 ``conformance_frozen_params``
     Names (``fnmatch`` patterns, e.g. ``"backbone.*"``) of trainable parameters that training
     legitimately leaves unchanged. Default: none.
 
-Settings of the kit itself (``batch_size``, ``train_steps``, ``learning_rate``, ``window``, ``seed``)
-are class attributes of :class:`VariantConformance`; override them in the subclass if needed. A check
-can also be called directly, ``VariantConformance().test_forward_shapes(variant)``; a failed check
-raises ``AssertionError``.
+Settings of the kit itself (``batch_size`` 16, ``train_steps`` 25, ``learning_rate`` 1e-2, ``window``
+5, ``seed`` 0) are class attributes of :class:`VariantConformance`; override them in the subclass if
+needed. A check can also be called directly, ``VariantConformance().test_forward_shapes(variant)``;
+a failed check raises ``AssertionError``.
 """
 
 from __future__ import annotations
@@ -69,7 +84,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from zoo.data import TensorData
+from zoo.distributions import Posterior, as_posterior
 from zoo.errors import ConfigError
+from zoo.stepping import StepContext
 from zoo.training import TrainConfig
 from zoo.variant import Batch, Variant
 
@@ -97,6 +115,19 @@ def is_registered(variant: Variant) -> bool:
 
     registered = get_registry().variants.get(variant.name)
     return registered is not None and type(registered) is type(variant)
+
+
+def _not_registered_reason(variant: Variant) -> str:
+    """Why :func:`is_registered` is False: the name is free, or another class holds it."""
+    from zoo.registry import get_registry
+
+    registry = get_registry()
+    other = registry.variants.get(variant.name)
+    if other is None:
+        return f"variant {variant.name!r} is not registered in this process"
+    return (f"the name {variant.name!r} is registered to another class, {type(other).__module__}."
+            f"{type(other).__qualname__} (plugin {registry.variant_plugin[variant.name]!r}), not to "
+            f"{type(variant).__module__}.{type(variant).__qualname__}")
 
 
 def make_model(variant: Variant, config: Any = None, *, seed: int = 0) -> nn.Module:
@@ -152,15 +183,19 @@ def _call(fn: Any, first: Any, y: Tensor | None) -> Any:
     return fn(first) if y is None else fn(first, y)
 
 
-def _code(encoded: Any, variant: Variant) -> Tensor:
-    """The deterministic code of ``encode``'s result: the tensor itself or its ``.mean``."""
-    if isinstance(encoded, Tensor):
-        return encoded
-    mean = getattr(encoded, "mean", None)
-    assert isinstance(mean, Tensor), (
-        f"{variant.name}: encode() must return a tensor or an object with a tensor .mean "
-        f"(e.g. a DiagonalGaussian), got {type(encoded).__name__}")
-    return mean
+def _posterior(encoded: Any, variant: Variant) -> Posterior:
+    """``encode``'s result as a posterior (a tensor is a point mass); anything else fails the check."""
+    assert isinstance(encoded, Posterior | Tensor), (
+        f"{variant.name}: encode() must return a zoo.distributions.Posterior (DiagonalGaussian, PointMass, "
+        f"QuantizedCode) or a tensor, got {type(encoded).__name__}")
+    return as_posterior(encoded)
+
+
+def _latent_shape(model: nn.Module, variant: Variant) -> tuple[int, ...]:
+    shape = getattr(model, "latent_shape", None)
+    assert isinstance(shape, tuple) and shape and all(isinstance(d, int) and d > 0 for d in shape), (
+        f"{variant.name}: model.latent_shape must be a tuple of positive ints, (D,) or (C, h, w), got {shape!r}")
+    return shape
 
 
 def trainable_parameters(model: nn.Module, variant: Variant) -> list[tuple[str, nn.Parameter]]:
@@ -220,14 +255,23 @@ class VariantConformance:
         assert isinstance(config, variant.config_class), (
             f"{variant.name}: tiny_config() returned {type(config).__name__}, "
             f"expected {variant.config_class.__name__}")
-        for field in ("input_shape", "latent_dim"):
-            assert hasattr(config, field), f"{variant.name}: the config has no {field!r} field"
+        shape = getattr(config, "input_shape", None)
+        assert shape is not None and len(shape) == 3 and all(int(d) > 0 for d in shape), (
+            f"{variant.name}: the config needs an input_shape field (C, H, W) of positive ints, got {shape!r}")
         model = make_model(variant, config)
         assert isinstance(model, nn.Module), f"{variant.name}: build() returned {type(model).__name__}"
         assert model.variant_name == variant.name
         assert model.config == config, f"{variant.name}: model.config is not the config it was built with"
         n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         assert n_params > 0, f"{variant.name}: the model has no trainable parameters"
+        _latent_shape(model, variant)
+        classes = getattr(model, "num_classes", None)
+        assert isinstance(classes, int) and (classes >= 1 if variant.conditional else classes == 0), (
+            f"{variant.name}: model.num_classes must be >= 1 for a conditional variant and 0 otherwise "
+            f"(conditional={variant.conditional}), got {classes!r}")
+        assert isinstance(variant.metric_names, dict) and all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in variant.metric_names.items()), (
+            f"{variant.name}: metric_names must map each metric's key to a non-empty description")
 
     def test_config_json_round_trip(self, variant: Variant) -> None:
         """``config_to_json`` survives JSON and ``config_from_json`` gives it back; unknown keys raise."""
@@ -238,12 +282,12 @@ class VariantConformance:
                 text = json.dumps(data)
             except (TypeError, ValueError) as err:
                 raise AssertionError(f"{variant.name}: config_to_json output is not JSON: {err}") from err
-            back = variant.config_from_json(json.loads(text), "x")
+            back = variant.config_from_json(json.loads(text), "conformance round trip")
             assert type(back) is type(config), f"{variant.name}: round trip changed the config type"
             assert back == config, f"{variant.name}: config JSON round trip changed it:\n{config}\n->\n{back}"
         bad = {**variant.config_to_json(variant.tiny_config()), unknown_config_key: 1}
         try:
-            variant.config_from_json(bad, "x")
+            variant.config_from_json(bad, "conformance round trip")
         except ConfigError as err:
             assert unknown_config_key in str(err), (
                 f"{variant.name}: the unknown-key ConfigError does not name the key: {err}")
@@ -252,10 +296,11 @@ class VariantConformance:
                                  f"{unknown_config_key!r}; it must raise zoo.errors.ConfigError")
 
     def test_forward_shapes(self, variant: Variant) -> None:
-        """``model(x)`` has x's shape, ``encode`` gives (B, latent_dim), ``decode`` (B, *input_shape)."""
+        """``model(x)`` has x's shape; ``encode`` gives a posterior over (B, *latent_shape); ``decode``
+        gives (B, *input_shape)."""
         model, x, y = self.setup_model(variant)
         batch_size, input_shape = len(x), tuple(model.config.input_shape)
-        latent_dim = model.config.latent_dim
+        latent = _latent_shape(model, variant)
         with seeded(self.seed), torch.no_grad():
             for training in (True, False):
                 model.train(training)
@@ -264,10 +309,22 @@ class VariantConformance:
                 mode = "train" if training else "eval"
                 assert out.shape == x.shape, (f"{variant.name}: forward ({mode} mode) gave shape "
                                               f"{tuple(out.shape)}, input is {tuple(x.shape)}")
-            code = _code(_call(model.encode, x, y), variant)
-            assert code.shape == (batch_size, latent_dim), (
-                f"{variant.name}: encode gave shape {tuple(code.shape)}, expected {(batch_size, latent_dim)}")
-            z = torch.randn(batch_size, latent_dim)
+            posterior = _posterior(_call(model.encode, x, y), variant)
+            expected_code = (batch_size, *latent)
+            code = posterior.mode()
+            assert tuple(code.shape) == expected_code, (
+                f"{variant.name}: encode(x).mode() gave shape {tuple(code.shape)}, expected (B, *latent_shape) = "
+                f"{expected_code}")
+            draw = posterior.sample(generator=torch.Generator().manual_seed(0))
+            again = posterior.sample(generator=torch.Generator().manual_seed(0))
+            assert tuple(draw.shape) == expected_code and torch.equal(draw, again), (
+                f"{variant.name}: encode(x).sample(generator=...) must give {expected_code} and repeat under the "
+                f"same seed, got {tuple(draw.shape)}")
+            several = posterior.sample(3, generator=torch.Generator().manual_seed(0))
+            assert tuple(several.shape) == (3, *expected_code), (
+                f"{variant.name}: encode(x).sample(3) gave shape {tuple(several.shape)}, "
+                f"expected {(3, *expected_code)}")
+            z = torch.randn(expected_code, generator=torch.Generator().manual_seed(self.seed))
             decoded = _call(model.decode, z, y)
             assert isinstance(decoded, Tensor), f"{variant.name}: decode returned {type(decoded).__name__}"
             expected = (batch_size, *input_shape)
@@ -275,6 +332,46 @@ class VariantConformance:
                 f"{variant.name}: decode gave shape {tuple(decoded.shape)}, expected {expected}")
             assert torch.isfinite(out).all() and torch.isfinite(decoded).all(), (
                 f"{variant.name}: forward/decode produced non-finite values")
+
+    def test_capabilities(self, variant: Variant) -> None:
+        """``variational``: kl(), log_prob(z) and prior_log_prob(z) with the right shapes; ``has_likelihood``:
+        reconstruction_nll(x, z, y) per example, and NotImplementedError when the flag is not declared."""
+        model, x, y = self.setup_model(variant)
+        model.eval()
+        latent = _latent_shape(model, variant)
+        batch_size, k = len(x), 3
+        with torch.no_grad():
+            posterior = _posterior(_call(model.encode, x, y), variant)
+            z = posterior.sample(generator=torch.Generator().manual_seed(0))
+            zk = posterior.sample(k, generator=torch.Generator().manual_seed(1))
+            if variant.variational:
+                assert posterior.has_density, (f"{variant.name} declares variational, but its posterior "
+                                               f"{type(posterior).__name__} has no density (kl, log_prob)")
+                kl = posterior.kl()
+                assert tuple(kl.shape) == (batch_size, *latent) and torch.isfinite(kl).all(), (
+                    f"{variant.name}: posterior.kl() must be finite, per latent element {(batch_size, *latent)}, "
+                    f"got {tuple(kl.shape)}")
+                assert (kl > -1e-5).all(), f"{variant.name}: posterior.kl() has negative entries: {kl.min()}"
+                for sample, lead in ((z, (batch_size,)), (zk, (k, batch_size))):
+                    for what, value in (("posterior.log_prob(z)", posterior.log_prob(sample)),
+                                        ("model.prior_log_prob(z)", model.prior_log_prob(sample))):
+                        assert tuple(value.shape) == lead and torch.isfinite(value).all(), (
+                            f"{variant.name}: {what} for z of shape {tuple(sample.shape)} must be finite with "
+                            f"shape {lead}, got {tuple(value.shape)}")
+            if variant.has_likelihood:
+                for sample, lead in ((z, (batch_size,)), (zk, (k, batch_size))):
+                    nll = model.reconstruction_nll(x, sample, y)
+                    assert tuple(nll.shape) == lead and torch.isfinite(nll).all(), (
+                        f"{variant.name}: reconstruction_nll(x, z, y) for z of shape {tuple(sample.shape)} must "
+                        f"be finite with shape {lead}, got {tuple(nll.shape)}")
+            else:
+                try:
+                    model.reconstruction_nll(x, z, y)
+                except NotImplementedError:
+                    pass
+                else:
+                    raise AssertionError(f"{variant.name} implements reconstruction_nll but does not declare "
+                                         f"has_likelihood = True: set it so the zoo's tools use it")
 
     def test_loss_finite_and_backward(self, variant: Variant) -> None:
         """The loss is a finite scalar with finite terms; its gradients are finite and not all zero, and
@@ -332,6 +429,24 @@ class VariantConformance:
         assert not unchanged, (f"{variant.name}: three train_step calls left {', '.join(unchanged)} "
                                f"unchanged (no gradient reaches them, or their optimiser never steps)")
 
+    def test_train_step_uses_step_context(self, variant: Variant) -> None:
+        """``train_step`` computes its loss under ``step_context().autocast()`` and steps every optimiser
+        through ``ctx.step`` (what makes it work under fp16 and torchrun)."""
+        model, x, y = self.setup_model(variant)
+        model.train()
+        with seeded(self.seed):
+            optimizers = variant.configure_optimizers(model, self.train_config())
+            context = StepContext()
+            try:
+                with context.active(optimizers, variant.name, guard=True):
+                    variant.train_step(model, as_batch(x, y), optimizers, step=0)
+            except ConfigError as err:
+                raise AssertionError(f"{variant.name}: train_step stepped an optimiser directly instead of through "
+                                     f"zoo.stepping.step_context().step(optimizer): {err}") from err
+        assert context.autocast_used, (
+            f"{variant.name}: train_step never entered zoo.stepping.step_context().autocast(), so --precision "
+            f"bf16/fp16 would silently train in float32: compute the loss inside `with ctx.autocast():`")
+
     def test_loss_decreases(self, variant: Variant) -> None:
         """``train_step`` on one fixed batch lowers the monitored term (first vs last few steps)."""
         term = getattr(variant, "monitored_term", "loss")
@@ -375,9 +490,8 @@ class VariantConformance:
         from zoo.folder import FOLDER_FILES
 
         if not is_registered(variant):
-            pytest.skip(f"variant {variant.name!r} is not registered in this process, and zoo.load finds "
-                        f"variants by name: register its plugin (entry point or zoo.register_plugin) to run "
-                        f"the save/load check")
+            pytest.skip(f"{_not_registered_reason(variant)}, and zoo.load finds variants by name: register "
+                        f"its plugin (entry point or zoo.register_plugin) to run the save/load check")
         model, x, y = self.setup_model(variant)
         # Move every floating tensor away from its initial value, so a loader that re-initialises
         # (even with the same seed) instead of reading the file cannot pass.
@@ -451,7 +565,7 @@ class VariantConformance:
         n_classes = num_classes_of(variant, model.config)
         batch_size = len(x)
         with torch.no_grad():
-            z = torch.randn((batch_size, model.config.latent_dim), generator=torch.Generator().manual_seed(0))
+            z = torch.randn((batch_size, *_latent_shape(model, variant)), generator=torch.Generator().manual_seed(0))
             if n_classes >= 2:
                 a = model.decode(z, torch.zeros(batch_size, dtype=torch.long))
                 b = model.decode(z, torch.ones(batch_size, dtype=torch.long))
@@ -477,3 +591,20 @@ class VariantConformance:
                 raise AssertionError(f"{variant.name} is conditional, but {what} without labels did not "
                                      f"raise a ValueError (or zoo.errors.DataError) asking for labels y")
 
+    def test_variant_metrics(self, variant: Variant) -> None:
+        """``variant.metrics(model, data, seed=...)``: finite floats, each described in ``metric_names``,
+        repeatable under the same seed."""
+        model, x, y = self.setup_model(variant)
+        model.eval()
+        data = TensorData(x, y)
+        with torch.no_grad():
+            first = variant.metrics(model, data, seed=self.seed)
+            again = variant.metrics(model, data, seed=self.seed)
+        assert isinstance(first, dict), f"{variant.name}: metrics() must return a dict, got {type(first).__name__}"
+        undescribed = sorted(set(first) - set(variant.metric_names))
+        assert not undescribed, (f"{variant.name}: metrics() returns {', '.join(undescribed)} without a description "
+                                 f"in metric_names")
+        for key, value in first.items():
+            assert isinstance(value, float | int) and math.isfinite(value), (
+                f"{variant.name}: metric {key!r} must be a finite number, got {value!r}")
+        assert first == again, f"{variant.name}: metrics() differ between two calls with seed {self.seed}"

@@ -21,6 +21,7 @@ from zoo.errors import ConfigError, NonFiniteLossError
 from zoo.stepping import step_context
 
 if TYPE_CHECKING:
+    from zoo.data import TensorData
     from zoo.training import TrainConfig
 
 NAME_PATTERN = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
@@ -43,7 +44,11 @@ class LossOutput:
 class Variant:
     """Base class of every model variant. Subclasses set the class attributes and implement
     :meth:`build` and :meth:`loss`; they may override :meth:`configure_optimizers` and
-    :meth:`train_step` (the trainer hook) and :meth:`tiny_config`.
+    :meth:`train_step` (the trainer hook), :meth:`tiny_config` and :meth:`metrics`.
+
+    The capability flags tell the zoo's tools what a model of this variant can answer; a tool skips
+    what does not apply and says so (CONTRIBUTING.md, "Capabilities"). The conformance kit checks
+    every flag against the model.
     """
 
     #: Registry name: lower case words joined by '-', e.g. ``"beta-vae"``.
@@ -52,10 +57,18 @@ class Variant:
     config_class: ClassVar[type]
     #: One line for ``zoo list``.
     description: ClassVar[str] = ""
-    #: True when the model needs labels ``y`` (``encode(x, y)``, ``sample(n, y=...)``).
+    #: The model takes labels ``y`` (``encode(x, y)``, ``decode(z, y)``, ``sample(n, y=...)``) and has
+    #: ``num_classes > 0``; training data must be labelled.
     conditional: ClassVar[bool] = False
-    #: True when ``model.sample(n)`` draws from a prior.
+    #: ``model.sample(n)`` draws from a prior worth judging (sample pictures, sample quality).
     generative: ClassVar[bool] = False
+    #: ``encode`` returns a posterior with a density (``kl()``, ``log_prob(z)``) and the model has a prior
+    #: density (``prior_log_prob(z)``): the ELBO, the importance-sampled NLL and per-latent KL apply.
+    variational: ClassVar[bool] = False
+    #: ``model.reconstruction_nll(x, z, y)`` gives -log p(x|z) per example (reconstruction gain, ELBO).
+    has_likelihood: ClassVar[bool] = False
+    #: Descriptions of the extra numbers :meth:`metrics` returns, by key (for ``zoo eval``, reports, cards).
+    metric_names: ClassVar[dict[str, str]] = {}
     #: The ``train_step`` term that must fall when training on one fixed batch (conformance kit).
     monitored_term: ClassVar[str] = "loss"
 
@@ -64,9 +77,11 @@ class Variant:
         return self.config_class()
 
     def tiny_config(self) -> Any:
-        """A config small enough for a unit test to train in well under a second."""
-        return replace_config(self.default_config(), {"input_shape": (1, 8, 8), "latent_dim": 4,
-                                                      "hidden_dims": (32,)})
+        """A config small enough for a unit test to train in well under a second: ``input_shape``
+        (1, 8, 8), ``latent_dim`` 4 and ``hidden_dims`` (32,), for those of these fields the config has."""
+        fields = {f.name for f in dataclasses.fields(self.config_class)}
+        small = {"input_shape": (1, 8, 8), "latent_dim": 4, "hidden_dims": (32,)}
+        return replace_config(self.default_config(), {k: v for k, v in small.items() if k in fields})
 
     def make_config(self, config: Any = None, **overrides: Any) -> Any:
         """A validated config: ``config`` (a dataclass or dict) or the default, plus ``overrides``."""
@@ -118,6 +133,14 @@ class Variant:
         ctx.step(optimizer)
         return out.detached()
 
+    # -- evaluation ------------------------------------------------------------------------
+    def metrics(self, model: nn.Module, data: TensorData, *, seed: int = 0) -> dict[str, float]:
+        """The variant's own numbers on ``data`` (e.g. a VQ model's codebook usage), added to
+        ``zoo eval``, reports and model cards; every key needs a description in :attr:`metric_names`.
+        Called in eval mode under ``torch.no_grad()``; draw randomness only from a generator seeded with
+        ``seed``, so a card's numbers reproduce. Default: none."""
+        return {}
+
     # -- checks ----------------------------------------------------------------------------
     def validate(self) -> None:
         """Check the class is a usable variant (called when a plugin registers it)."""
@@ -147,13 +170,26 @@ def ensure_finite(out: LossOutput, step: int) -> None:
     raise NonFiniteLossError(
         f"non-finite loss at step {step} ({terms}). The model keeps the weights of the last good step. "
         f"Likely causes: a learning rate too high (try --lr 1e-4), inputs with NaN/inf, a Gaussian "
-        f"decoder_std too small, or fp16 overflow (use bf16 or fp32)."
+        f"likelihood whose std is too small, or fp16 overflow (use bf16 or fp32)."
     )
 
 
 def make_adam(params: Any, train_config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam with the fused kernel where the device supports it (fewer kernel launches per step)."""
-    params = [p for p in params if p.requires_grad]
-    device = params[0].device.type if params else "cpu"
-    fused = device in ("cpu", "cuda") and all(p.is_floating_point() for p in params)
-    return torch.optim.Adam(params, lr=train_config.lr, weight_decay=train_config.weight_decay, fused=fused)
+    """Adam with the fused kernel where the device supports it (fewer kernel launches per step).
+
+    ``params`` are parameters or parameter groups, as ``torch.optim`` takes them: dicts with ``"params"``
+    and per-group settings, e.g. ``[{"params": net.parameters()}, {"params": codebook, "lr": 1e-4}]``.
+    Frozen parameters (``requires_grad=False``) are left out, and so is a group left empty by that.
+    """
+    groups = list(params)
+    if not all(isinstance(g, dict) for g in groups):
+        if any(isinstance(g, dict) for g in groups):
+            raise ConfigError("make_adam takes parameters or parameter groups (dicts with 'params'), not a mix")
+        groups = [{"params": groups}]
+    groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups]
+    groups = [g for g in groups if g["params"]]
+    flat = [p for g in groups for p in g["params"]]
+    device = flat[0].device.type if flat else "cpu"
+    fused = device in ("cpu", "cuda") and all(p.is_floating_point() for p in flat)
+    return torch.optim.Adam(groups or flat, lr=train_config.lr, weight_decay=train_config.weight_decay, fused=fused)
+

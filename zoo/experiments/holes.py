@@ -24,7 +24,7 @@ def decode(model: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def fitted_gaussian_codes(model: torch.nn.Module, x: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
     """Samples from a Gaussian with the mean and covariance of the autoencoder's codes of ``x``."""
-    codes = model.encode(x).double()
+    codes = model.encode(x).mode().double()
     mean, cov = codes.mean(0), torch.cov(codes.T) + 1e-6 * torch.eye(codes.shape[1], dtype=torch.float64)
     factor = torch.linalg.cholesky(cov)
     return (mean + torch.randn(n, codes.shape[1], generator=generator, dtype=torch.float64) @ factor.T).float()
@@ -40,10 +40,10 @@ def run(out: Path, quick: bool = False) -> ExperimentResult:
     ae, vae = zoo.load("ae-mnist").eval(), zoo.load("vae-mnist").eval()
     generator = torch.Generator().manual_seed(0)
     images = {
-        "ae-mnist, z ~ N(0, I)": decode(ae, torch.randn(n, ae.config.latent_dim, generator=generator)),
+        "ae-mnist, z ~ N(0, I)": decode(ae, torch.randn(n, *ae.latent_shape, generator=generator)),
         "ae-mnist, z ~ Gaussian fitted to its training codes": decode(
             ae, fitted_gaussian_codes(ae, train, n, generator)),
-        "vae-mnist, z ~ N(0, I)": decode(vae, torch.randn(n, vae.config.latent_dim, generator=generator)),
+        "vae-mnist, z ~ N(0, I)": decode(vae, torch.randn(n, *vae.latent_shape, generator=generator)),
     }
     _, real = classify(test)
     numbers: dict[str, float] = {"test digits: classifier confidence": classifier_confidence(test)}

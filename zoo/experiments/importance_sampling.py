@@ -10,7 +10,6 @@ import torch
 
 from zoo.data import load_dataset
 from zoo.experiments.report import ExperimentResult
-from zoo.losses import reconstruction_nll
 from zoo.metrics import log_importance_weights
 
 CLAIM = ("Estimating log p(x) with K samples from the posterior q(z|x) (importance sampling) has far lower "
@@ -21,8 +20,8 @@ CLAIM = ("Estimating log p(x) with K samples from the posterior q(z|x) (importan
 def prior_log_weights(model: torch.nn.Module, x: torch.Tensor, num_samples: int,
                       generator: torch.Generator) -> torch.Tensor:
     """log p(x|z_k) for z_k ~ p(z) = N(0, I): (K, batch), float64 (the weights of the prior estimator)."""
-    z = torch.randn(num_samples, len(x), model.config.latent_dim, generator=generator)
-    return -reconstruction_nll(model.decode_logits(z), x, model.config.likelihood).double()
+    z = torch.randn(num_samples, len(x), *model.latent_shape, generator=generator)
+    return -model.reconstruction_nll(x, z).double()
 
 
 def estimates(log_w: torch.Tensor) -> torch.Tensor:

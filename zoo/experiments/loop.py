@@ -34,15 +34,13 @@ def weighted_elbo(reconstruction_weight: float = 1.0, kl_weight: float = 1.0, *,
                   noise_std: float = 0.0) -> Callable[[nn.Module, Tensor], Tensor]:
     """The VAE loss with weights on its two terms (1, 1 is the negative ELBO); with ``noise_dim``,
     Gaussian noise of ``noise_std`` is added to that latent on its way into the decoder."""
-    from zoo.losses import reconstruction_nll
-
     def loss(model: nn.Module, x: Tensor) -> Tensor:
         posterior = model.encode(x)
-        z = posterior.rsample()
+        z = posterior.sample()
         if noise_dim is not None:
             z = z.clone()
             z[:, noise_dim] += noise_std * torch.randn_like(z[:, noise_dim])
-        recon = reconstruction_nll(model.decode_logits(z), x, model.config.likelihood)
-        return reconstruction_weight * recon.mean() + kl_weight * posterior.kl_standard_normal().sum(1).mean()
+        recon = model.reconstruction_nll(x, z)
+        return reconstruction_weight * recon.mean() + kl_weight * posterior.kl().flatten(1).sum(1).mean()
 
     return loss

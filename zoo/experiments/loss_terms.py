@@ -25,15 +25,13 @@ def latent_summary(model: torch.nn.Module, test: TensorData) -> dict[str, float]
     from sklearn.model_selection import cross_val_score
     from sklearn.neighbors import KNeighborsClassifier
 
-    from zoo.losses import bernoulli_nll
-
     posterior = model.encode(test.x)
-    mu = posterior.mean
+    mu = posterior.mode()
     knn = cross_val_score(KNeighborsClassifier(5), mu.numpy(), test.y.numpy(), cv=5)
     return {"mean |mu|": float(mu.norm(dim=1).mean()),
             "5-NN label accuracy from mu": float(np.mean(knn)),
-            "KL (nats)": float(posterior.kl_standard_normal().sum(1).mean()),
-            "reconstruction NLL (nats)": float(bernoulli_nll(model.decode_logits(mu), test.x).mean())}
+            "KL (nats)": float(posterior.kl().sum(1).mean()),
+            "reconstruction NLL (nats)": float(model.reconstruction_nll(test.x, mu).mean())}
 
 
 def run(out: Path, quick: bool = False) -> ExperimentResult:

@@ -1,0 +1,107 @@
+"""What the zoo's tools ask of a model, in one place: its variant's capabilities, its labels, its
+posterior, and how a latent of any shape is summarised unit by unit.
+
+A tool (evaluation, pictures, reports, experiments, fine-tuning) never reads a variant's config keys
+or calls undocumented methods: it asks these functions and the documented :class:`~zoo.model.ZooModel`
+methods. A **latent unit** is one index along the first latent dimension: a latent of a flat latent
+``(D,)``, a channel of a spatial latent ``(C, h, w)``; per-unit numbers of a spatial latent are summed
+(KL, nats) or averaged (variances) over the positions, and tools say so.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from zoo.distributions import Posterior, as_posterior
+from zoo.errors import ConfigError
+
+if TYPE_CHECKING:
+    from zoo.variant import Variant
+
+
+def variant_of(model: nn.Module) -> Variant:
+    """The registered variant a model was made by (``model.variant_name``): its capabilities and metrics."""
+    from zoo.registry import get_variant
+
+    name = getattr(model, "variant_name", "")
+    if not name:
+        raise ConfigError(f"this {type(model).__name__} has no variant_name: create it with zoo.create() or zoo.load()")
+    return get_variant(name)
+
+
+#: The capability flags a variant declares (class attributes of zoo.Variant), and what each means.
+CAPABILITIES = {
+    "conditional": "takes labels y",
+    "generative": "samples from a prior",
+    "variational": "has a posterior density and a prior density",
+    "has_likelihood": "defines the likelihood p(x|z)",
+}
+
+
+def has(model: nn.Module, capability: str) -> bool:
+    """Whether ``model``'s variant declares ``capability`` (a key of :data:`CAPABILITIES`)."""
+    if capability not in CAPABILITIES:
+        raise ValueError(f"unknown capability {capability!r}; the zoo knows {', '.join(CAPABILITIES)}")
+    return bool(getattr(variant_of(model), capability))
+
+
+def require(model: nn.Module, capability: str, what: str) -> None:
+    """Raise a ConfigError, naming ``what`` needed it, unless ``model``'s variant declares ``capability``."""
+    if not has(model, capability):
+        raise ConfigError(f"{what} needs a model that {CAPABILITIES[capability]} ({capability} = True); "
+                          f"variant {model.variant_name!r} does not declare it")
+
+
+def skip_note(model: nn.Module, capability: str, what: str) -> str:
+    """The one line a report prints for a tool it skipped: what, and which capability the variant lacks."""
+    return f"{what}: skipped, variant `{model.variant_name}` does not declare `{capability}` " \
+           f"({CAPABILITIES[capability]})."
+
+
+def labels_for(model: nn.Module, y: Tensor | int | None) -> Tensor | int | None:
+    """``y`` for a conditional model, None for any other (data labels are not a condition to them)."""
+    return y if has(model, "conditional") else None
+
+
+def posterior_of(model: nn.Module, x: Tensor, y: Tensor | int | None = None) -> Posterior:
+    """``model.encode(x, y)`` as a :class:`Posterior` (labels passed to conditional models only)."""
+    y = labels_for(model, y)
+    return as_posterior(model.encode(x) if y is None else model.encode(x, y))
+
+
+def latent_shape(model: nn.Module) -> tuple[int, ...]:
+    """One example's code shape, as the model declares it."""
+    return tuple(int(d) for d in model.latent_shape)
+
+
+def is_spatial(shape: tuple[int, ...]) -> bool:
+    """True for a latent with positions (C, h, w), False for a flat latent (D,)."""
+    return len(shape) > 1
+
+
+def unit_name(shape: tuple[int, ...]) -> str:
+    """What a latent unit is called in tables and captions: "latent" or "channel"."""
+    return "channel" if is_spatial(shape) else "latent"
+
+
+def unit_sum(values: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """(N, *shape) -> (N, units): each unit's values summed over its positions (additive numbers: KL)."""
+    return values.flatten(2).sum(-1) if is_spatial(shape) else values
+
+
+def unit_mean(values: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """(N, *shape) -> (N, units) or (*shape,) -> (units,): averaged over positions (variances)."""
+    if not is_spatial(shape):
+        return values
+    return values.flatten(values.dim() - len(shape) + 1).mean(-1)
+
+
+def with_unit(z: Tensor, unit: int, value: Tensor | float) -> Tensor:
+    """A copy of codes ``z`` (N, *shape) with unit ``unit`` set to ``value`` (a number, or one value per
+    position of the unit) in every example."""
+    z = z.clone()
+    z[:, unit] = torch.as_tensor(value, dtype=z.dtype, device=z.device)
+    return z
