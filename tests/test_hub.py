@@ -160,6 +160,22 @@ def test_load_from_hub(publish, olah: OlahServer, network_guard: NetworkGuard) -
     assert olah_hits(olah, pub.repo_id), "the first load must have downloaded from olah"
 
 
+def test_from_pretrained_takes_a_bare_repo_id_and_checks_the_class(publish) -> None:
+    from zoo_plugins.autoencoders import Autoencoder
+    from zoo_plugins.vae import VAEModel
+
+    pub = publish()
+    model = VAEModel.from_pretrained(pub.repo_id, revision=pub.sha)  # as Hugging Face users type it
+    assert isinstance(model, VAEModel) and same_weights(model, pub.model)
+    assert model.pretrained_info["repo_id"] == pub.repo_id and model.pretrained_info["revision"] == pub.sha
+    assert same_weights(zoo.from_pretrained(f"{pub.repo_id}@{pub.sha}"), pub.model)
+    with pytest.raises(zoo.errors.ConfigError,
+                       match="holds a model of class VAEModel \\(variant 'vae'\\), not of class Autoencoder"):
+        Autoencoder.from_pretrained(pub.repo_id)
+    with pytest.raises(HubUnavailableError, match="there is no local folder 'org/no-such-model' either"):
+        zoo.from_pretrained("org/no-such-model", local_files_only=True)
+
+
 def test_load_by_branch_tag_and_sha(publish) -> None:
     first = publish(seed=1)  # main: first, tagged v1
     first.repo.tag("v1")

@@ -236,7 +236,8 @@ def test_manifold_decodes_a_symmetric_quantile_grid(vae_2d, monkeypatch) -> None
 
 
 def test_manifold_of_a_wider_latent_says_why_not(vae) -> None:
-    with pytest.raises(ValueError, match=r"latent has shape \(16,\) and manifold\(\) needs a flat 2-D latent.*traversals"):
+    with pytest.raises(ValueError,
+                       match=r"latent has shape \(16,\) and manifold\(\) needs a flat 2-D latent.*traversals"):
         manifold(vae)
 
 

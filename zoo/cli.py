@@ -155,7 +155,8 @@ def cmd_list(args: argparse.Namespace) -> None:
     for name in checkpoints:
         ref = registry.checkpoints[name]
         weights = Path(ref.folder) / "model.safetensors" if ref.folder else None
-        size = f"{weights.stat().st_size / 1e6:.1f} MB" if weights and weights.is_file() else "on the Hub"
+        size = (f"{weights.stat().st_size / 1e6:.1f} MB" if weights and weights.is_file()
+                else f"on the Hub ({ref.hub_repo})" if ref.hub_repo else "bundled folder missing")
         print(f"  {name:<{width}}  variant={ref.variant}  dataset={ref.dataset or '-'}  {size}  {ref.headline_metric}")
     if registry.failures:
         print(f"{len(registry.failures)} plugin(s) failed to load: run `zoo plugins` for details.")
@@ -184,7 +185,7 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def cmd_plugins(args: argparse.Namespace) -> None:
-    from zoo.plugins import get_registry
+    from zoo.plugins import get_registry, origin
 
     registry = get_registry()
     if args.json:
@@ -192,10 +193,10 @@ def cmd_plugins(args: argparse.Namespace) -> None:
                           "failures": [dataclasses.asdict(f) for f in registry.failures]}, indent=2))
         return
     for p in registry.plugins:
-        print(f"{p.name}  ({p.distribution} {p.version}, {p.module})")
+        print(f"{p.name}  ({origin(p.distribution, p.version)}, {p.module})")
         print(f"    variants: {', '.join(p.variants) or '-'}; checkpoints: {', '.join(p.checkpoints) or '-'}")
     for f in registry.failures:
-        print(f"FAILED {f.name}  ({f.distribution} {f.version}): {f.error}")
+        print(f"FAILED {f.name}  ({origin(f.distribution, f.version)}): {f.error}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:

@@ -94,6 +94,12 @@ class World:
         for t in tensors:
             dist.broadcast(t.detach(), src=0)
 
+    def broadcast_tensor(self, tensor: Tensor) -> Tensor:
+        """``tensor`` overwritten in place with rank 0's (returned for chaining)."""
+        if self.size > 1:
+            dist.broadcast(tensor, src=0)
+        return tensor
+
     def gather(self, obj: Any) -> list[Any]:
         """Every process's ``obj``, in rank order (small objects: RNG states)."""
         if self.size == 1:

@@ -150,8 +150,8 @@ def check_model_class(model: nn.Module, expected_class: type[nn.Module] | None, 
     if expected_class is None or isinstance(model, expected_class):
         return
     variant = getattr(model, "variant_name", "") or "?"
-    raise ConfigError(f"{directory} holds a {type(model).__name__} (variant {variant!r}), not a "
-                      f"{expected_class.__name__}: load it with zoo.load(...) or {type(model).__name__}"
+    raise ConfigError(f"{directory} holds a model of class {type(model).__name__} (variant {variant!r}), not of "
+                      f"class {expected_class.__name__}: load it with zoo.load(...) or {type(model).__name__}"
                       f".from_pretrained(...), or pick a folder of a variant that builds {expected_class.__name__}")
 
 

@@ -48,6 +48,15 @@ class PluginInfo:
     checkpoints: list[str] = field(default_factory=list)
 
 
+#: The ``distribution`` of a plugin object passed to :func:`register_plugin` (no installed package).
+IN_PROCESS = "registered in process"
+
+
+def origin(distribution: str, version: str) -> str:
+    """Where a plugin comes from, for messages: ``"zoo-wae 0.1.0"`` or ``"registered in process"``."""
+    return f"{distribution} {version}".strip()
+
+
 @dataclass
 class PluginFailure:
     """A plugin that could not be loaded, and why."""
@@ -128,10 +137,10 @@ def _build_registry() -> Registry:
         failure = PluginFailure(name, dist, version, f"{type(err).__name__}: {err}", traceback.format_exc())
         if strict:
             raise PluginLoadError(
-                f"plugin {name!r} from {dist} {version} failed to load: {failure.error} "
+                f"plugin {name!r} ({origin(dist, version)}) failed to load: {failure.error} "
                 f"(ZOO_STRICT_PLUGINS=1 makes this fatal)"
             ) from err
-        logger.warning("zoo plugin %r (%s %s) failed to load: %s", name, dist, version, failure.error)
+        logger.warning("zoo plugin %r (%s) failed to load: %s", name, origin(dist, version), failure.error)
         failures.append(failure)
 
     def add(name: str, load: Callable[[], Any], dist: str, version: str, module: str) -> None:
@@ -154,7 +163,7 @@ def _build_registry() -> Registry:
         if _selected(ep, dist, allow, block):
             add(ep.name, lambda ep=ep: ep.load(), dist, version, ep.value)
     for name, plugin in _manual:
-        add(name, lambda plugin=plugin: plugin, "(registered in process)", "",
+        add(name, lambda plugin=plugin: plugin, IN_PROCESS, "",
             getattr(plugin, "__name__", repr(plugin)))
 
     variants: dict[str, Variant] = {}

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from zoo.checkpoints import CheckpointRef
-from zoo.errors import ConfigError, UnknownNameError
+from zoo.errors import CheckpointError, ConfigError, UnknownNameError
 from zoo.plugins import get_registry
 from zoo.variant import Variant
 
@@ -99,10 +99,15 @@ def load(name: str, *, device: str | torch.device | None = None, dtype: torch.dt
         info = {"name": name, "source": "bundled", "revision": ref.revision}
     else:
         if ref.folder is not None:
-            res.looked.append(f"bundled folder {ref.folder}: "
-                              f"{'not used for revision ' + repr(revision) if bundled is None else 'incomplete'}")
+            state = ("not used for revision " + repr(revision) if bundled is None
+                     else "incomplete" if Path(bundled).is_dir() else "missing")
+            res.looked.append(f"bundled folder {ref.folder}: {state}")
         if ref.hub_repo is None:
-            raise hub.unavailable(res)
+            plugin = get_registry().checkpoint_plugin.get(name, "?")
+            raise CheckpointError(f"checkpoint {name!r} (plugin {plugin!r}) has no complete bundled folder "
+                                  f"({'; '.join(res.looked)}) and names no Hub repo to download it from: reinstall "
+                                  f"the plugin that provides it, or load a copy you have with "
+                                  f"zoo.load('{LOCAL_PREFIX}PATH')")
         hub.resolve(ref.hub_repo, revision or ref.revision, local_files_only=local_files_only,
                     cache_dir=cache_dir, resolution=res)
         info = {"name": name, "source": "hf-hub", "repo_id": ref.hub_repo, "revision": res.commit}
