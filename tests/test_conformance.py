@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
@@ -427,3 +428,17 @@ def test_broken_variants_pass_the_other_checks() -> None:
     kit.test_loss_decreases(DirectStepVariant())
     kit.test_forward_shapes(SummedKLVariant())
     kit.test_loss_decreases(UnseededMetricVariant())
+
+
+def test_every_check_of_the_kit_is_documented_and_every_documented_check_exists() -> None:
+    """CONTRIBUTING.md's table of checks and the kit's test methods are the same list; so are the settings."""
+    guide = (Path(__file__).resolve().parents[1] / "CONTRIBUTING.md").read_text()
+    section = guide.split("### 6. Test with the conformance kit", 1)[1].split("### 7.", 1)[0]
+    documented = set(re.findall(r"^\| `(test_\w+)` \|", section, flags=re.M))
+    checks = {name for name in dir(VariantConformance) if name.startswith("test_")}
+    assert documented == checks, (f"undocumented: {sorted(checks - documented)}; "
+                                  f"documented but missing: {sorted(documented - checks)}")
+    for setting in ("batch_size", "train_steps", "learning_rate", "window", "seed"):
+        assert f"`{setting} = {getattr(VariantConformance, setting)}`" in section, setting
+    kit_doc = zoo.testing.__doc__
+    assert all(f"``{name}``" in kit_doc for name in checks)

@@ -14,7 +14,7 @@ Several machines are torchrun's rendezvous (``--nnodes``, ``--rdzv-endpoint``); 
   optimiser's gradients flattened into one buffer (:meth:`World.average_gradients`, called by
   :meth:`zoo.stepping.StepContext.step`), which is what ``DistributedDataParallel`` computes. The model
   is not wrapped in DDP: DDP syncs only inside ``.backward()`` after a forward through its wrapper, but
-  the variants' losses call the model's own methods (``encode``, ``decode_logits``, a discriminator),
+  the variants' losses call the model's own methods (``encode``, ``reconstruction_nll``, a discriminator),
   and VAE-GAN gives each network its own ``torch.autograd.grad``. One explicit all-reduce before every
   optimiser step serves single- and multi-optimiser variants alike, with no unused-parameter errors.
   Weights and buffers are broadcast from rank 0 at the start (as DDP does), and buffers (running
