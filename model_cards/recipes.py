@@ -62,8 +62,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("vq-vae-mnist", "vq-vae",
            "VQ-VAE (van den Oord et al. 2017): conv encoder to a 7x7 grid of 16-d codes, a codebook of 128 vectors "
            "updated by exponential moving averages (decay 0.99), codes used less than once per step restarted at "
-           "encoder outputs (without restarts most of the codebook stays unused), Bernoulli decoder. It has no "
-           "prior over its codes, so it does not sample.",
+           "encoder outputs, Bernoulli decoder. It has no prior over its codes, so it does not sample.",
            {"embedding_dim": 16, "num_embeddings": 128, "codebook_update": "ema", "dead_code_threshold": 1.0},
            train=MNIST_TRAIN, nll_samples=0),
     Recipe("vae-mnist-2d", "vae", "MLP VAE with a 2-d latent space, for manifold pictures.",

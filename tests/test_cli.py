@@ -114,7 +114,7 @@ def test_info_prints_the_default_config_json() -> None:
     assert code == 0 and stderr == ""
     variant = zoo.get_variant("vae")
     assert stdout.startswith(f"vae: {variant.description}\n")
-    assert "conditional: False; generative: True" in stdout
+    assert "conditional: False; generative: True; variational: True; has_likelihood: True" in stdout
     start = stdout.index("{")
     end = stdout.index("\n}", start) + 2
     printed = json.loads(stdout[start:end])

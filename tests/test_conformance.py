@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import re
 import dataclasses
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +15,10 @@ from torch import Tensor, nn
 from zoo_plugins.autoencoders import Autoencoder, AutoencoderConfig, AutoencoderVariant
 from zoo_plugins.cvae import CVAEVariant
 from zoo_plugins.vae import VAEModel, VAEVariant
+from zoo_plugins.vqvae import VQVAEModel, VQVAEVariant
 
 import zoo
-from zoo.distributions import DiagonalGaussian
+from zoo.distributions import DiagonalGaussian, QuantizedCode
 from zoo.stepping import step_context
 from zoo.testing import VariantConformance, is_registered
 from zoo.variant import Batch, LossOutput, Variant, make_adam, split_batch
@@ -375,6 +376,31 @@ class UnseededMetricVariant(AutoencoderVariant):
         return {"noisy_error": float((model(noisy) - data.x).pow(2).mean())}
 
 
+class Float32CodeModel(Autoencoder):
+    def code(self, x: Tensor) -> Tensor:
+        return super().code(x).float()  # pins float32 whatever the model's dtype
+
+
+class Float32CodeVariant(AutoencoderVariant):
+    name = "broken-float32-code"
+
+    def build(self, config: AutoencoderConfig) -> Float32CodeModel:
+        return Float32CodeModel(config)
+
+
+class ShiftedIndicesModel(VQVAEModel):
+    def encode(self, x: Tensor, y: Any = None) -> QuantizedCode:
+        code = super().encode(x)
+        return QuantizedCode(code.quantized, (code.indices + 1) % len(code.codebook), code.codebook, code.encoded)
+
+
+class ShiftedIndicesVariant(VQVAEVariant):
+    name = "broken-shifted-indices"
+
+    def build(self, config: Any) -> ShiftedIndicesModel:
+        return ShiftedIndicesModel(config)
+
+
 BROKEN = [
     (WrongTinyConfigVariant, "test_variant_metadata", "expected AutoencoderConfig"),
     (NaNLossVariant, "test_loss_finite_and_backward", "not finite"),
@@ -401,6 +427,8 @@ BROKEN = [
     (MisdeclaredLatentVariant, "test_forward_shapes", r"mode\(\) gave shape"),
     (UndescribedMetricVariant, "test_variant_metrics", "without a description"),
     (UnseededMetricVariant, "test_variant_metrics", "differ between two calls"),
+    (Float32CodeVariant, "test_save_load_round_trip", "dtype=torch.float64 the model fails"),
+    (ShiftedIndicesVariant, "test_forward_shapes", "quantized must be the codebook's rows at indices"),
 ]
 
 
@@ -428,6 +456,8 @@ def test_broken_variants_pass_the_other_checks() -> None:
     kit.test_loss_decreases(DirectStepVariant())
     kit.test_forward_shapes(SummedKLVariant())
     kit.test_loss_decreases(UnseededMetricVariant())
+    kit.test_forward_shapes(Float32CodeVariant())
+    kit.test_loss_decreases(ShiftedIndicesVariant())
 
 
 def test_every_check_of_the_kit_is_documented_and_every_documented_check_exists() -> None:

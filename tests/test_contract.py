@@ -123,6 +123,7 @@ def test_spatial_vae_evaluates_and_reports_per_channel(trained_spatial: tuple[Pa
     assert "manifold.png" not in files  # a 2-D manifold needs a flat 2-D latent
     text = (out / "report.md").read_text()
     assert "## Per channel" in text and "A unit is a channel of the 4x7x7 latent" in text
+    assert "discrete" not in text
     assert "traversals of one channel per row at grid position (3, 3)" in text
     rows = re.findall(r"^\| (\d+) \| ([-\d.]+) \| ([-\d.]+) \| (yes)? \| ([-\d.]+) \|$", text, flags=re.M)
     assert [int(r[0]) for r in rows] == [0, 1, 2, 3]
@@ -196,6 +197,11 @@ def test_declared_capabilities_of_the_built_ins() -> None:
     assert declared["cvae"] == (True, True, True, True)
     assert declared["ae"] == declared["sae"] == (False, True, False, False)
     assert declared["vq-vae"] == (False, True, False, False)
+
+
+def test_evaluate_takes_a_dataset_name_as_its_test_split() -> None:
+    model = zoo.load("ae-mnist")
+    assert zoo.evaluate(model, "mnist") == evaluate(model, load_dataset("mnist", "test"), dataset="mnist")
 
 
 def test_evaluation_says_what_it_skipped_and_why() -> None:

@@ -260,6 +260,22 @@ def test_register_plugin_in_process_and_unregister():
     assert "mine" not in zoo.list_variants()
 
 
+def test_registering_a_plugin_again_replaces_it_and_unknown_names_are_refused():
+    first, second = (types.ModuleType("my_tiny_plugin") for _ in range(2))
+    exec(textwrap.dedent(MINE), first.__dict__)
+    exec(textwrap.dedent(MINE.replace('"mine"', '"mine-v2"')), second.__dict__)
+    try:
+        zoo.register_plugin(first)  # named after the module: my_tiny_plugin
+        registry = zoo.register_plugin(second)  # a notebook cell run again, edited
+        assert not registry.failures
+        assert "mine-v2" in zoo.list_variants() and "mine" not in zoo.list_variants()
+    finally:
+        zoo.unregister_plugin("my_tiny_plugin")
+    assert "mine-v2" not in zoo.list_variants()
+    with pytest.raises(zoo.errors.UnknownNameError, match="unknown in-process plugin 'my_tiny_plugin'"):
+        zoo.unregister_plugin("my_tiny_plugin")
+
+
 def test_invalid_variant_name_is_a_reported_failure(fake_install):
     fake_install.add("fake-badname-plugin", {"badname": "fake_badname_module"}, {"fake_badname_module": """
         from dataclasses import dataclass

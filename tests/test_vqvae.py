@@ -3,6 +3,7 @@ updates (one process and two under torchrun), dead-code restarts, its metrics, a
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -275,3 +276,23 @@ def test_ema_codebook_is_averaged_across_two_processes(tmp_path: Path) -> None:
     assert not torch.equal(restarted0["codebook.weight"], rank0["codebook.weight"])  # restarts happened
     for key in restarted0:
         assert torch.equal(restarted0[key], restarted1[key]), key
+
+
+def test_bundled_vq_vae_reports_what_applies_and_says_what_does_not(tmp_path: Path) -> None:
+    from zoo.cli import main
+
+    out = tmp_path / "report"
+    assert main(["eval", "vq-vae-mnist", "--report", str(out)]) == 0
+    files = {p.name for p in out.iterdir()}
+    assert {"report.md", "reconstructions.png", "interpolation-linear.png", "interpolation-slerp.png",
+            "traversals.png", "latent-scatter.png"} <= files
+    assert not {"samples.png", "manifold.png", "latent-bars.png"} & files
+    text = (out / "report.md").read_text()
+    assert "Variant `vq-vae`, latent shape (16, 7, 7)" in text
+    assert "prior samples and sample quality: skipped, variant `vq-vae` does not declare `generative`" in text
+    assert "| `codebook_usage` | fraction of the codebook's vectors used at least once on the data | 1.0000 |" in text
+    assert "The latent is discrete (a quantised code)" in text
+    assert "traversals of one channel per row at grid position (3, 3)" in text
+    assert len(re.findall(r"^\| \d+ \| [-\d.]+ \|$", text, flags=re.M)) == 16  # the gain of each channel
+    with pytest.raises(NotImplementedError, match="no learned prior"):
+        zoo.load("vq-vae-mnist").sample(1)

@@ -40,6 +40,7 @@ _LAZY = {
     "Trainer": "zoo.training",
     "TrainConfig": "zoo.training",
     "finetune": "zoo.finetuning",
+    "evaluate": "zoo.evaluation",
     "register_plugin": "zoo.plugins",
     "unregister_plugin": "zoo.plugins",
     "reload_plugins": "zoo.plugins",
@@ -50,6 +51,7 @@ __all__ = ["__version__", "hookimpl", *_LAZY]
 if TYPE_CHECKING:
     from zoo.checkpoints import CheckpointRef
     from zoo.distributions import DiagonalGaussian, PointMass, Posterior, QuantizedCode
+    from zoo.evaluation import evaluate
     from zoo.finetuning import finetune
     from zoo.model import ZooModel
     from zoo.plugins import register_plugin, reload_plugins, unregister_plugin

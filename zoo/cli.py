@@ -164,6 +164,7 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 def cmd_info(args: argparse.Namespace) -> None:
     from zoo.config import config_to_dict
+    from zoo.contract import CAPABILITIES
     from zoo.plugins import get_registry
     from zoo.registry import get_checkpoint, get_variant
 
@@ -177,7 +178,7 @@ def cmd_info(args: argparse.Namespace) -> None:
     variant = get_variant(args.name)
     plugin = registry.variant_plugin[variant.name]
     print(f"{variant.name}: {variant.description}")
-    print(f"plugin: {plugin}; conditional: {variant.conditional}; generative: {variant.generative}")
+    print(f"plugin: {plugin}; " + "; ".join(f"{flag}: {getattr(variant, flag)}" for flag in CAPABILITIES))
     print("default config (override with zoo.create(name, key=value) or --set key=value):")
     print(json.dumps(config_to_dict(variant.default_config()), indent=2))
     if variant.__doc__:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from zoo.contract import has, skip_note, variant_of
-from zoo.data import TensorData
+from zoo.data import DATASETS, TensorData, as_data
 from zoo.errors import ConfigError
 from zoo.metrics import active_units, elbo_terms, importance_sampled_nll, reconstruction_errors
 
@@ -33,13 +33,21 @@ CONDITIONAL_PER_CLASS = 500
 DIGIT_DATASETS = ("mnist", "mnist-full")
 
 
-def evaluate(model: nn.Module, data: TensorData, *, nll_samples: int = 1000, seed: int = 0,
+def evaluate(model: nn.Module, data: TensorData | str | Any, *, nll_samples: int = 1000, seed: int = 0,
              dataset: str | None = None) -> dict[str, Any]:
     """Headline metrics of ``model`` on ``data`` (per example, averaged), seeded.
 
-    ``dataset`` (the data's name) switches on the extras: sample quality for generative MNIST models,
-    disentanglement scores (reduced sample counts, see :data:`zoo.disentanglement.CARD_COUNTS`) for
+    >>> zoo.evaluate(zoo.load("vae-mnist"), "mnist")    # a dataset name means its test split
+
+    ``data`` is a :class:`~zoo.data.TensorData`, a dataset name (its ``test`` split) or anything
+    :func:`zoo.data.as_data` takes (tensors, ``(x, y)``, an image folder). ``dataset`` (the data's name;
+    a dataset name given as ``data`` sets it) switches on the extras: sample quality for generative MNIST
+    models, disentanglement scores (reduced sample counts, see :data:`zoo.disentanglement.CARD_COUNTS`) for
     dSprites."""
+    if isinstance(data, str) and data in DATASETS:
+        dataset = dataset or data
+    if not isinstance(data, TensorData):
+        data = as_data(data, tuple(model.config.input_shape), split="test")
     model.eval()
     metrics: dict[str, Any] = {}
     if has(model, "variational"):

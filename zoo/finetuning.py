@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo.config import replace_config
+from zoo.contract import has
 from zoo.data import (
     DATASETS,
     TENSOR_FILES,
@@ -456,7 +457,8 @@ def finetune_card(model: nn.Module, *, base: str | None, data: Any, description:
                                                   "loaded from the parent." if reset else "nothing."),
              f"- Frozen: {', '.join(freeze_parts(freeze))} ({len(frozen)} tensors held fixed)." if frozen
              else "- Frozen: nothing.",
-             f"- Metrics below: validation part, NLL with {nll_samples} importance samples."]
+             "- Metrics below: validation part" + (f", NLL with {nll_samples} importance samples."
+                                                   if has(model, "variational") and nll_samples else ".")]
     dataset = data if isinstance(data, str) else str(data) if isinstance(data, Path) else "in-memory data"
     return render_card(
         model, title=f"{model.variant_name} fine-tuned from {base or 'an in-memory model'}",

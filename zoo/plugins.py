@@ -28,7 +28,7 @@ import pluggy
 
 from zoo import hookspecs
 from zoo.checkpoints import CheckpointRef
-from zoo.errors import DuplicateNameError, PluginLoadError
+from zoo.errors import DuplicateNameError, PluginLoadError, UnknownNameError
 from zoo.variant import Variant
 
 logger = logging.getLogger(__name__)
@@ -102,14 +102,21 @@ def reload_plugins() -> Registry:
 def register_plugin(plugin: ModuleType | object, name: str | None = None) -> Registry:
     """Register a plugin object in this process without packaging it (notebooks, tests).
 
-    The object (usually a module) implements hooks with ``@zoo.hookimpl`` like an installed plugin.
+    The object (usually a module) implements hooks with ``@zoo.hookimpl`` like an installed plugin. Its
+    name is ``name`` or the module's ``__name__``; registering a name again replaces the earlier object
+    (a notebook cell run twice), so it is safe to repeat.
     """
-    _manual.append((name or getattr(plugin, "__name__", repr(plugin)), plugin))
+    key = name or getattr(plugin, "__name__", repr(plugin))
+    _manual[:] = [(n, p) for n, p in _manual if n != key] + [(key, plugin)]
     return reload_plugins()
 
 
 def unregister_plugin(name: str) -> Registry:
-    """Undo :func:`register_plugin` for ``name``."""
+    """Undo :func:`register_plugin` for ``name`` (the name it was registered under)."""
+    if name not in {n for n, _ in _manual}:
+        raise UnknownNameError("in-process plugin", name, [n for n, _ in _manual],
+                               "Only plugins registered with zoo.register_plugin can be unregistered; uninstall "
+                               "an installed one or block it with ZOO_DISABLE_PLUGINS.")
     _manual[:] = [(n, p) for n, p in _manual if n != name]
     return reload_plugins()
 

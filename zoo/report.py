@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.contract import has, is_spatial, latent_shape, unit_name
+from zoo.contract import has, is_spatial, latent_shape, posterior_of, unit_name
 from zoo.data import TensorData
+from zoo.distributions import QuantizedCode
 from zoo.folder import atomic_write
 
 KL_NOTE = " A latent whose gain is below its KL costs the ELBO more than it gives back."
@@ -94,8 +95,8 @@ def write_report(model: nn.Module, data: TensorData, out: str | Path, *, title: 
                          title=f"{title}: per-{unit} KL and reconstruction gain")
         pictures.append(("latent-bars.png", f"per-{unit} KL and reconstruction gain (flagged: gain below KL)"))
     names = metric_names(model)
-    rows = "\n".join(f"| {names.get(k, k)} | {v:.4f} |" if isinstance(v, float) else
-                     f"| {names.get(k, k)} | {v} |" for k, v in metrics.items())
+    rows = "\n".join(f"| `{k}` | {names.get(k, '')} | {v:.4f} |" if isinstance(v, float) else
+                     f"| `{k}` | {names.get(k, '')} | {v} |" for k, v in metrics.items())
     notes = "\n".join(f"- {line}" for line in skipped(model, dataset))
     figures = "\n\n".join(f"### {caption}\n\n![{caption}]({file})" for file, caption in pictures)
     text = f"""# {title}
@@ -105,8 +106,8 @@ Variant `{model.variant_name}`, latent shape {latent_shape(model)}, evaluated on
 
 ## Metrics
 
-| metric | value |
-| --- | --- |
+| metric | what it is | value |
+| --- | --- | --- |
 {rows}
 
 {notes or "Every measurement applies to this model."}
@@ -132,6 +133,10 @@ def _unit_section(model: nn.Module, data: TensorData, gain: dict[str, Any] | Non
     spatial = is_spatial(latent_shape(model))
     per = (f" A unit is a channel of the {'x'.join(map(str, latent_shape(model)))} latent: its KL is summed and its "
            f"variance averaged over the grid positions, and the gain replaces the whole channel.") if spatial else ""
+    if isinstance(posterior_of(model, data.x[:1].to(next(model.parameters()).device), _labels(data, 1)),
+                  QuantizedCode):
+        per += (" The latent is discrete (a quantised code): the gain, the interpolations and the traversals "
+                "decode codes between the codebook's vectors, which the encoder never outputs.")
     if gain is None:
         return f"No reconstruction gain: the variant does not declare `has_likelihood`.{per}"
     kept = "its prior mean (0)" if variational else "its mean over the data"
@@ -149,3 +154,9 @@ def _unit_section(model: nn.Module, data: TensorData, gain: dict[str, Any] | Non
         table = (f"| {unit} | reconstruction gain (code -> its data mean) |\n| --- | --- |\n"
                  + "\n".join(f"| {i} | {g:.3f} |" for i, g in enumerate(gain["gain"])))
     return f"{what}\n\n{table}"
+
+
+def _labels(data: TensorData, n: int) -> torch.Tensor | None:
+    """The first ``n`` labels of ``data`` (None when unlabelled); :func:`posterior_of` passes them to conditional
+    models only."""
+    return None if data.y is None else data.y[:n]

@@ -26,7 +26,8 @@ The checks (CONTRIBUTING.md, "The conformance kit", says the same):
   config, and an unknown key raises :class:`zoo.errors.ConfigError` naming the key.
 - ``test_forward_shapes``: ``model(x)`` has the input's shape in train and eval mode; ``encode`` gives a
   posterior (:class:`zoo.distributions.Posterior`, or a tensor read as a point mass) whose ``mode()``
-  and seeded ``sample()`` are (B, *latent_shape); ``decode`` of such codes gives (B, *input_shape).
+  and seeded ``sample()`` are (B, *latent_shape) (a quantised code's ``indices`` and ``codebook`` agree
+  with its ``quantized`` vectors); ``decode`` of such codes gives (B, *input_shape).
 - ``test_capabilities``: what the variant declares holds, and what it implements is declared:
   ``variational`` -> the posterior has ``kl()`` (per element, >= 0) and ``log_prob(z)``, and
   ``model.prior_log_prob(z)`` works, with and without leading sample dims; ``has_likelihood`` ->
@@ -46,8 +47,9 @@ The checks (CONTRIBUTING.md, "The conformance kit", says the same):
   ``learning_rate``: the mean of the last ``window`` values is below the mean of the first ``window``.
 - ``test_eval_deterministic``: in eval mode ``model(x)`` is bit-for-bit repeatable.
 - ``test_save_load_round_trip``: ``save_pretrained`` then ``zoo.load("local-dir:...")`` restores
-  every tensor, the config and the eval output exactly (skipped when the variant is not registered
-  in this process, since loading looks the variant up by name).
+  every tensor, the config and the eval output exactly, and loaded with ``dtype=torch.float64`` the
+  model runs in float64 with the same output (skipped when the variant is not registered in this
+  process, since loading looks the variant up by name).
 - ``test_sampling``: generative variants sample (n, *input_shape) deterministically under a seeded
   generator; other variants raise ``NotImplementedError`` from ``sample``.
 - ``test_conditioning``: conditional variants decode the same code differently for different
@@ -86,7 +88,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.data import TensorData
-from zoo.distributions import Posterior, as_posterior
+from zoo.distributions import Posterior, QuantizedCode, as_posterior
 from zoo.errors import ConfigError
 from zoo.stepping import StepContext
 from zoo.training import TrainConfig
@@ -190,6 +192,24 @@ def _posterior(encoded: Any, variant: Variant) -> Posterior:
         f"{variant.name}: encode() must return a zoo.distributions.Posterior (DiagonalGaussian, PointMass, "
         f"QuantizedCode) or a tensor, got {type(encoded).__name__}")
     return as_posterior(encoded)
+
+
+def _check_quantized_code(code: QuantizedCode, expected: tuple[int, ...], variant: Variant) -> None:
+    """An eval-mode quantised code is consistent: int64 ``indices`` (B, h, w) into a (K, D) ``codebook`` whose
+    rows at those indices are ``quantized`` (B, D, h, w)."""
+    batch, channels, *grid = expected
+    indices, codebook = code.indices, code.codebook
+    assert indices.dtype == torch.int64 and tuple(indices.shape) == (batch, *grid), (
+        f"{variant.name}: QuantizedCode.indices must be int64 of shape {(batch, *grid)}, got {indices.dtype} "
+        f"{tuple(indices.shape)}")
+    assert codebook.dim() == 2 and codebook.shape[1] == channels, (
+        f"{variant.name}: QuantizedCode.codebook must be (K, {channels}), got {tuple(codebook.shape)}")
+    assert int(indices.min()) >= 0 and int(indices.max()) < len(codebook), (
+        f"{variant.name}: QuantizedCode.indices must lie in 0..{len(codebook) - 1}")
+    chosen = codebook[indices].movedim(-1, 1).to(code.quantized.dtype)
+    assert torch.equal(chosen, code.quantized), (
+        f"{variant.name}: in eval mode QuantizedCode.quantized must be the codebook's rows at indices "
+        f"(codebook[indices] with the code dim moved to dim 1)")
 
 
 def _latent_shape(model: nn.Module, variant: Variant) -> tuple[int, ...]:
@@ -321,6 +341,8 @@ class VariantConformance:
             assert tuple(draw.shape) == expected_code and torch.equal(draw, again), (
                 f"{variant.name}: encode(x).sample(generator=...) must give {expected_code} and repeat under the "
                 f"same seed, got {tuple(draw.shape)}")
+            if isinstance(posterior, QuantizedCode):
+                _check_quantized_code(posterior, expected_code, variant)
             several = posterior.sample(3, generator=torch.Generator().manual_seed(0))
             assert tuple(several.shape) == (3, *expected_code), (
                 f"{variant.name}: encode(x).sample(3) gave shape {tuple(several.shape)}, "
@@ -525,6 +547,17 @@ class VariantConformance:
         assert torch.equal(expected, got), (
             f"{variant.name}: the loaded model's eval output differs from the saved model's (max difference "
             f"{(expected - got).abs().max().item():.3g})")
+        wide = zoo.load(f"local-dir:{folder}", dtype=torch.float64)
+        try:
+            with torch.no_grad():
+                out = _call(wide, x.double(), y)
+        except RuntimeError as err:
+            raise AssertionError(f"{variant.name}: loaded with dtype=torch.float64 the model fails ({err}): keep "
+                                 f"every tensor you create in the input's dtype") from err
+        assert out.dtype == torch.float64, (f"{variant.name}: loaded with dtype=torch.float64, the model's output "
+                                            f"is {out.dtype}: keep every tensor you create in the input's dtype")
+        torch.testing.assert_close(out.float(), expected, rtol=1e-3, atol=1e-4,
+                                   msg=lambda m: f"{variant.name}: loaded with dtype=torch.float64: {m}")
 
     def test_sampling(self, variant: Variant) -> None:
         """Generative: seeded ``sample`` is repeatable, (n, *input_shape), seed-dependent. Else: raises."""
