@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 import zoo
+from zoo.config import check_fields
 from zoo.distributions import DiagonalGaussian
 from zoo.errors import ConfigError
 from zoo.losses import reconstruction_nll
@@ -40,12 +41,10 @@ class VAEConfig:
     num_classes: int = 0
 
     def __post_init__(self) -> None:
+        check_fields(self, positive=("input_shape", "latent_dim", "hidden_dims", "decoder_std", "mc_samples"),
+                     non_negative=("num_classes",))
         if self.likelihood not in ("bernoulli", "gaussian"):
             raise ConfigError(f"VAE likelihood must be 'bernoulli' or 'gaussian', not {self.likelihood!r}")
-        if self.mc_samples < 1:
-            raise ConfigError(f"mc_samples must be >= 1, got {self.mc_samples}")
-        if self.decoder_std <= 0:
-            raise ConfigError(f"decoder_std must be positive, got {self.decoder_std}")
 
 
 class VAEModel(ZooModel):
@@ -134,6 +133,10 @@ class BetaVAEConfig(VAEConfig):
     capacity_steps: int = 100_000
     #: KL warm-up: the KL weight rises linearly from 0 to beta over warmup_steps (0: off).
     warmup_steps: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_fields(self, positive=("capacity_steps",), non_negative=("beta", "capacity_max", "warmup_steps"))
 
 
 class BetaVAEVariant(VAEVariant):

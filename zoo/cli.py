@@ -205,7 +205,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from zoo.training import Trainer, evaluate_loss, seed_everything
 
     variant = get_variant(args.variant)
-    overrides = dict(parse_override(item) for item in args.overrides)
+    overrides = dict(parse_override(item, variant.config_class) for item in args.overrides)
     seed_everything(args.seed)  # the initial weights too: the same command makes the same model
     model = create(variant.name, **overrides)
     checkpoints = args.checkpoint_every is not None or args.resume
@@ -245,6 +245,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from zoo.config import parse_override
     from zoo.distributed import env_rank
     from zoo.finetuning import finetune
+    from zoo.registry import get_variant
 
     main_process = env_rank() == 0
     checkpoints = args.resume or args.checkpoint_every is not None
@@ -254,8 +255,10 @@ def cmd_finetune(args: argparse.Namespace) -> None:
                "nll_samples": args.nll_samples if main_process else 0, "precision": args.precision,
                "checkpoint_dir": str(args.out / "checkpoints") if checkpoints else None,
                "log_dir": str(args.out / "logs") if args.log_every else None, "log_every": args.log_every or None}
-    overrides = dict(parse_override(item) for item in args.overrides)
-    result = finetune(load_any(args.name), args.data, out=args.out if main_process else None, freeze=args.freeze,
+    parent = load_any(args.name)
+    config_class = get_variant(parent.variant_name).config_class
+    overrides = dict(parse_override(item, config_class) for item in args.overrides)
+    result = finetune(parent, args.data, out=args.out if main_process else None, freeze=args.freeze,
                       reset_head=args.reset_head, config_overrides=overrides, resume=args.resume,
                       progress=not args.no_progress, command="zoo " + shlex.join(args.argv),
                       **{k: v for k, v in options.items() if v is not None})

@@ -116,7 +116,7 @@ def load_folder(directory: str | Path, *, device: str | torch.device | None = No
                 dtype: torch.dtype | None = None, expected_variant: str | None = None,
                 info: dict[str, Any] | None = None) -> nn.Module:
     """Build the model that ``config.json`` describes and load its weights strictly, in eval mode."""
-    from zoo.registry import get_variant
+    from zoo.registry import build, get_variant
 
     directory = Path(directory)
     missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if not (directory / name).is_file()]
@@ -132,7 +132,7 @@ def load_folder(directory: str | Path, *, device: str | torch.device | None = No
     config = variant.config_from_json(config_dict, source=str(directory / CONFIG_NAME))
     device = torch.device(device) if device is not None else torch.device("cpu")
     with device:
-        model = variant.build(config)
+        model = build(variant, config)
     load_weights(model, directory / WEIGHTS_NAME, device)
     if dtype is not None:
         model.to(dtype=dtype)

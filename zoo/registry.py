@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from zoo.checkpoints import CheckpointRef
-from zoo.errors import ConfigError, UnknownNameError
+from zoo.errors import ConfigError, UnknownNameError, ZooError
 from zoo.plugins import get_registry
 from zoo.variant import Variant
 
@@ -39,9 +39,21 @@ def create(variant: str, config: Any = None, **overrides: Any) -> nn.Module:
     >>> model = zoo.create("vae", latent_dim=8)
     """
     v = get_variant(variant)
-    model = v.build(v.make_config(config, **overrides))
+    model = build(v, v.make_config(config, **overrides))
     model.variant_name = v.name
     return model
+
+
+def build(variant: Variant, config: Any) -> nn.Module:
+    """``variant.build(config)``; a build that fails on a config its checks let through (a third-party
+    plugin without value checks) is a ConfigError naming the variant and the config, not a layer's error."""
+    try:
+        return variant.build(config)
+    except ZooError:
+        raise
+    except (TypeError, ValueError, RuntimeError, IndexError, ZeroDivisionError) as err:
+        raise ConfigError(f"variant {variant.name!r} cannot build a model from {config}: "
+                          f"{type(err).__name__}: {err}") from err
 
 
 def list_checkpoints(pattern: str | None = None) -> list[str]:

@@ -35,7 +35,7 @@ from zoo.checkpointing import (
     rng_state,
     save_checkpoint,
 )
-from zoo.config import config_to_dict, replace_config
+from zoo.config import check_fields, config_to_dict, replace_config
 from zoo.data import TensorData, as_data, random_shift
 from zoo.distributed import World, local_device, setup
 from zoo.errors import CheckpointError, ConfigError, DataError
@@ -86,9 +86,11 @@ class TrainConfig:
     retain_cpu_memory: bool = True
 
     def __post_init__(self) -> None:
+        check_fields(self, positive=("epochs", "batch_size", "lr", "refresh_every", "patience", "log_every"),
+                     non_negative=("max_steps", "weight_decay", "seed", "max_shift", "checkpoint_every"))
+        if self.seed >= 2**64:
+            raise ConfigError(f"seed must be below 2**64, got {self.seed}")
         check_precision(self.precision)
-        if self.log_every < 1:
-            raise ConfigError(f"log_every must be at least 1 step, got {self.log_every} (no logs: log_dir=None)")
 
 
 @dataclass
