@@ -7,26 +7,36 @@ import dataclasses
 import json
 import shlex
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
-from zoo.errors import ZooError
+from zoo.errors import UsageError, ZooError
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``zoo`` command; a user error is one line ``zoo: error: ...`` on stderr and exit code 2."""
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    args.argv = argv  # the exact command, recorded in the model card by `zoo train`
     try:
+        args = parser.parse_args(argv)
+        args.argv = argv  # the exact command, recorded in the model card by `zoo train`
         return args.func(args) or 0
     except ZooError as err:
         print(f"zoo: error: {err}", file=sys.stderr)
         return 2
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors as :class:`UsageError`: one line like every other user error, instead of
+    the usage block and a separate message."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zoo", description="ae-zoo: autoencoders for PyTorch.")
+    parser = Parser(prog="zoo", description="ae-zoo: autoencoders for PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="installed variants and pretrained checkpoints")
@@ -161,6 +171,7 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 def cmd_info(args: argparse.Namespace) -> None:
     from zoo.config import config_to_dict
+    from zoo.errors import UnknownNameError
     from zoo.plugins import get_registry
     from zoo.registry import get_checkpoint, get_variant
 
@@ -171,6 +182,9 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(card.read_text() if card and card.exists()
               else json.dumps(dataclasses.asdict(ref), default=str))
         return
+    if args.name not in registry.variants:
+        raise UnknownNameError("variant or checkpoint name", args.name, [*registry.variants, *registry.checkpoints],
+                               "Run `zoo list` to see them.")
     variant = get_variant(args.name)
     plugin = registry.variant_plugin[variant.name]
     print(f"{variant.name}: {variant.description}")
@@ -209,7 +223,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     seed_everything(args.seed)  # the initial weights too: the same command makes the same model
     model = create(variant.name, **overrides)
     checkpoints = args.checkpoint_every is not None or args.resume
-    logs = {"log_dir": str(args.out / "logs"), "log_every": args.log_every} if args.log_every else {}
+    logs = {"log_dir": str(args.out / "logs"), "log_every": args.log_every} if args.log_every is not None else {}
     trainer = Trainer(model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       device=args.device, max_steps=args.max_steps, progress=not args.no_progress,
                       checkpoint_dir=str(args.out / "checkpoints") if checkpoints else None,
@@ -254,7 +268,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
                "checkpoint_every": args.checkpoint_every, "val_fraction": args.val_fraction,
                "nll_samples": args.nll_samples if main_process else 0, "precision": args.precision,
                "checkpoint_dir": str(args.out / "checkpoints") if checkpoints else None,
-               "log_dir": str(args.out / "logs") if args.log_every else None, "log_every": args.log_every or None}
+               "log_dir": str(args.out / "logs") if args.log_every is not None else None, "log_every": args.log_every}
     parent = load_any(args.name)
     config_class = get_variant(parent.variant_name).config_class
     overrides = dict(parse_override(item, config_class) for item in args.overrides)
@@ -340,8 +354,13 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from zoo.pictures import prior_samples, save_grid
     from zoo.registry import get_variant
 
+    if args.n < 1:
+        raise ZooError(f"--n must be at least 1, got {args.n}: the number of samples to draw (e.g. --n 64)")
     model = load_any(args.model)
     variant = get_variant(model.variant_name)
+    if not variant.conditional and args.label is not None:
+        raise ZooError(f"{args.model} is an unconditional {variant.name!r} model: --label applies to conditional "
+                       f"variants (cvae); drop --label to sample from its prior")
     if variant.conditional and args.label is None:
         classes = getattr(model.config, "num_classes", None)
         raise ZooError(f"{args.model} is a conditional {variant.name!r} model: pass --label K"
@@ -352,10 +371,6 @@ def cmd_sample(args: argparse.Namespace) -> None:
         raise ZooError(str(err)) from err
     path = save_grid(images, args.out)
     print(f"wrote {path} ({args.n} samples{'' if args.label is None else f' of class {args.label}'})")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 def cmd_experiment(args: argparse.Namespace) -> None:
@@ -370,3 +385,7 @@ def cmd_experiment(args: argparse.Namespace) -> None:
         print(f"{result.name}: the claim {result.status}. {result.verdict}")
         print(f"wrote {args.out / result.name}/README.md", flush=True)
     print(f"index: {write_index(args.out)}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

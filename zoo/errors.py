@@ -53,3 +53,7 @@ class NonFiniteLossError(ZooError, FloatingPointError):
 
 class CheckpointError(ZooError, OSError):
     """A checkpoint folder or weights file that cannot be loaded as asked."""
+
+
+class UsageError(ZooError):
+    """A command line that does not parse (an unknown option, a word where a number belongs)."""

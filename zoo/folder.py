@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from zoo.config import CONFIG_VERSION, RESERVED_KEY
+from zoo.devices import resolve_device, resolve_dtype
 from zoo.errors import CheckpointError, ConfigError
 from zoo.losses import REDUCTION
 
@@ -130,7 +131,8 @@ def load_folder(directory: str | Path, *, device: str | torch.device | None = No
         raise ConfigError(f"{directory / CONFIG_NAME} says variant {variant_name!r}, expected {expected_variant!r}")
     variant = get_variant(variant_name)
     config = variant.config_from_json(config_dict, source=str(directory / CONFIG_NAME))
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    device = resolve_device(device) if device is not None else torch.device("cpu")
+    dtype = resolve_dtype(dtype)
     with device:
         model = build(variant, config)
     load_weights(model, directory / WEIGHTS_NAME, device)

@@ -122,11 +122,14 @@ def load(name: str, *, device: str | torch.device | None = None, dtype: torch.dt
 
 def _random_init(folder: Path | None, variant: str | None, *, device: Any, dtype: Any) -> nn.Module:
     """The architecture that ``folder/config.json`` describes, with fresh random weights."""
+
+    from zoo.devices import resolve_device, resolve_dtype
     from zoo.folder import read_config
 
     name, config = read_config(Path(folder))
     if variant is not None and name != variant:
         raise ConfigError(f"{Path(folder) / 'config.json'} says variant {name!r}, expected {variant!r}")
-    with torch.device(device or "cpu"):
+    with resolve_device(device or "cpu"):
         model = create(name, get_variant(name).config_from_json(config, source=str(folder)))
+    dtype = resolve_dtype(dtype)
     return model.to(dtype=dtype) if dtype is not None else model

@@ -37,7 +37,8 @@ from zoo.checkpointing import (
 )
 from zoo.config import check_fields, config_to_dict, replace_config
 from zoo.data import TensorData, as_data, random_shift
-from zoo.distributed import World, local_device, setup
+from zoo.devices import resolve_device
+from zoo.distributed import World, setup
 from zoo.errors import CheckpointError, ConfigError, DataError
 from zoo.logs import RunLog, RunningTerms
 from zoo.losses import unit_range_checked
@@ -102,15 +103,6 @@ class TrainResult:
     steps: int = 0
     #: 1-based epoch whose weights the model ends with when validation selected them.
     best_epoch: int | None = None
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/None -> cuda when available, else cpu; anything else as given. Under torchrun on GPUs,
-    ``"auto"``/``"cuda"`` is this process's own GPU, ``cuda:LOCAL_RANK``."""
-    device = local_device(device)
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def seed_everything(seed: int) -> None:
