@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import shlex
 import sys
 import typing
@@ -288,6 +289,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     dataset = args.data or _card_dataset(model) or "mnist"
     data = as_data(dataset, model.config.input_shape, split=args.split)
     metrics = evaluate(model, data, nll_samples=args.nll_samples, dataset=dataset)
+    check_finite_metrics(metrics, f"the evaluation of {args.model} on {dataset} ({args.split})")
     if args.report is not None:
         from zoo.report import write_report
 
@@ -300,6 +302,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
     width = max(map(len, metrics))
     for key, value in metrics.items():
         print(f"  {key:<{width}} {value:.4f}" if isinstance(value, float) else f"  {key:<{width}} {value}")
+
+
+def check_finite_metrics(metrics: dict[str, Any], what: str) -> None:
+    """A ZooError naming the NaN or infinite metrics: printed as results with exit code 0 they would pass
+    for a measurement."""
+    bad = {k: v for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)}
+    if bad:
+        raise ZooError(f"{what} gave non-finite metrics ({', '.join(f'{k}={v}' for k, v in bad.items())}): the "
+                       f"model's weights or outputs hold NaN or inf (a diverged training?), or the data does; "
+                       f"retrain or check the data")
 
 
 def _card_dataset(model: Any) -> str | None:
