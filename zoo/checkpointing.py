@@ -11,7 +11,6 @@ safetensors body; everything else is JSON in its metadata. Nothing is pickled.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,19 +144,3 @@ def _rng_prefix(rank: int) -> str:
     """Where process ``rank``'s RNG states are stored (rank 0 keeps the single-process names)."""
     return "rng." if rank == 0 else f"rng.rank{rank}."
 
-
-def check_writable(folder: Path, model: torch.nn.Module) -> None:
-    """Fail before training when ``folder`` cannot be written or lacks room for a few checkpoints."""
-    folder.mkdir(parents=True, exist_ok=True)
-    probe = folder / ".zoo-write-test"
-    try:
-        probe.write_bytes(b"x")
-        probe.unlink()
-    except OSError as err:
-        raise CheckpointError(f"cannot write to {folder}: {err}. Choose another output folder.") from err
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    needed = 10 * weights + 64 * 2**20  # weights, best weights, Adam moments, a temporary copy, slack
-    free = shutil.disk_usage(folder).free
-    if free < needed:
-        raise CheckpointError(f"only {free / 2**20:.0f} MiB free under {folder}; checkpoints need about "
-                              f"{needed / 2**20:.0f} MiB. Free some space or choose another output folder.")

@@ -212,12 +212,16 @@ def cmd_plugins(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    """Train, then (rank 0 alone under torchrun) measure the model and write its folder and card."""
-    from zoo.cards import render_card
+    """Train, then (rank 0 alone under torchrun) measure the model and write its folder and card.
+
+    Rank 0 holds the lock on OUT from before the first step until the folder is written, and checks
+    first that OUT can be written and has room; a final write that still fails saves the weights to a
+    rescue folder and says where.
+    """
     from zoo.config import parse_override
-    from zoo.data import DATASETS, as_data
+    from zoo.outputs import FolderLock, check_writable, save_final
     from zoo.registry import create, get_variant
-    from zoo.training import Trainer, evaluate_loss, seed_everything
+    from zoo.training import Trainer, seed_everything
 
     variant = get_variant(args.variant)
     overrides = dict(parse_override(item, variant.config_class) for item in args.overrides)
@@ -229,9 +233,28 @@ def cmd_train(args: argparse.Namespace) -> None:
                       device=args.device, max_steps=args.max_steps, progress=not args.no_progress,
                       checkpoint_dir=str(args.out / "checkpoints") if checkpoints else None,
                       checkpoint_every=args.checkpoint_every or 0, precision=args.precision, **logs)
-    result = trainer.fit(args.data, resume=args.resume)
     if not trainer.world.is_main:
+        trainer.fit(args.data, resume=args.resume)
         return
+    with FolderLock(args.out):
+        check_writable(args.out, model)
+        result = trainer.fit(args.data, resume=args.resume)
+        card, metrics, where = _trained_card(args, variant, trainer, result, overrides)
+        kept = f"The last training checkpoint, in {args.out / 'checkpoints'}, holds the weights of its step." \
+            if checkpoints else ""
+        save_final(model, args.out, card=card, hint=kept)
+    print(f"wrote {args.out}/ (config.json, model.safetensors, README.md)")
+    print(f"{where}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+
+
+def _trained_card(args: argparse.Namespace, variant: Any, trainer: Any, result: Any,
+                  overrides: dict[str, Any]) -> tuple[str, dict[str, float], str]:
+    """(model card, metrics, where they were measured) of a `zoo train` run."""
+    from zoo.cards import render_card
+    from zoo.data import DATASETS, as_data
+    from zoo.training import evaluate_loss
+
+    model = trainer.model
     named = args.data in DATASETS
     metrics: dict[str, float] = {}
     if named:
@@ -249,10 +272,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         training={"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                   "steps": result.steps, "precision": args.precision, "processes": trainer.world.size,
                   "overrides": overrides or "none"})
-    model.save_pretrained(args.out, card=card)
-    where = "test" if named else "train (last epoch)"
-    print(f"wrote {args.out}/ (config.json, model.safetensors, README.md)")
-    print(f"{where}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    return card, metrics, "test" if named else "train (last epoch)"
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:

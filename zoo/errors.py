@@ -57,3 +57,7 @@ class CheckpointError(ZooError, OSError):
 
 class UsageError(ZooError):
     """A command line that does not parse (an unknown option, a word where a number belongs)."""
+
+
+class FolderLockedError(ZooError):
+    """An output folder that another run holds (its lock names the holder's pid)."""

@@ -14,10 +14,12 @@ shadows the function ``zoo.finetune``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import inspect
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ from zoo.data import (
 )
 from zoo.errors import ConfigError, DataError, UnknownNameError
 from zoo.evaluation import evaluate
+from zoo.outputs import FolderLock, check_writable, save_final
 from zoo.registry import create, get_variant, load
 from zoo.training import TrainConfig, Trainer, TrainResult, seed_everything
 from zoo.variant import Variant
@@ -149,38 +152,50 @@ def finetune(model_or_name: str | nn.Module, data: Any, *, out: str | Path | Non
     trainer = Trainer(model, train_config, variant=variant)
     if frozen:
         trainer.optimizers = _optimizers(variant, model, train_config, freeze)
-    result = trainer.fit(fit_data, val, resume=resume)
-    best = trainer.best_weights  # None if no epoch completed
-    for p in model.parameters():  # frozen only while fine-tuning: the returned model trains as usual
-        p.requires_grad_(True)
-    model.pretrained_info = {"source": "finetune", "base_model": base, **({"path": str(out)} if out else {})}
+    with _output_folder(out, model):
+        result = trainer.fit(fit_data, val, resume=resume)
+        best = trainer.best_weights  # None if no epoch completed
+        for p in model.parameters():  # frozen only while fine-tuning: the returned model trains as usual
+            p.requires_grad_(True)
+        model.pretrained_info = {"source": "finetune", "base_model": base, **({"path": str(out)} if out else {})}
 
-    call = command or _call(model_or_name, data, {"out": out, "freeze": freeze, "reset_head": reset_head,
-                                                  "config_overrides": config_overrides,
-                                                  "val_fraction": val_fraction, "nll_samples": nll_samples,
-                                                  "resume": resume, **overrides})
-    card_args = {"base": base, "data": data, "description": description, "adaptations": adaptations,
-                 "reset": reset, "freeze": freeze, "frozen": frozen, "config": train_config, "call": call,
-                 "result": result, "sizes": (len(fit_data), len(val)), "nll_samples": nll_samples,
-                 "overrides": model_settings}
-    which = "These are the weights at the end of the run."
-    last_metrics = evaluate(model, val, nll_samples=nll_samples)
-    if out is not None:
-        model.save_pretrained(Path(out) / LAST_DIR, card=finetune_card(model, metrics=last_metrics, which=which,
-                                                                       **card_args))
-    metrics = last_metrics
-    if best is not None and any(not torch.equal(best[k], v) for k, v in model.state_dict().items()):
-        model.load_state_dict(best)
-        metrics = evaluate(model, val, nll_samples=nll_samples)
-        which = (f"These are the weights of epoch {result.best_epoch}, which had the best validation loss; the "
-                 f"weights at the end of the run are in `{LAST_DIR}/`.")
-    card = finetune_card(model, metrics=metrics, which=which, **card_args)
-    if out is not None:
-        model.save_pretrained(out, card=card)
-    return FinetuneResult(model=model.eval(), base_model=base, data=description, adaptations=adaptations,
-                          reset_parameters=reset, frozen_parameters=frozen, metrics=metrics,
-                          last_metrics=last_metrics, train=result, card=card,
-                          out=None if out is None else Path(out), sizes={"fit": len(fit_data), "val": len(val)})
+        call = command or _call(model_or_name, data, {"out": out, "freeze": freeze, "reset_head": reset_head,
+                                                      "config_overrides": config_overrides,
+                                                      "val_fraction": val_fraction, "nll_samples": nll_samples,
+                                                      "resume": resume, **overrides})
+        card_args = {"base": base, "data": data, "description": description, "adaptations": adaptations,
+                     "reset": reset, "freeze": freeze, "frozen": frozen, "config": train_config, "call": call,
+                     "result": result, "sizes": (len(fit_data), len(val)), "nll_samples": nll_samples,
+                     "overrides": model_settings}
+        which = "These are the weights at the end of the run."
+        last_metrics = evaluate(model, val, nll_samples=nll_samples)
+        if out is not None:
+            save_final(model, Path(out) / LAST_DIR,
+                       card=finetune_card(model, metrics=last_metrics, which=which, **card_args))
+        metrics = last_metrics
+        if best is not None and any(not torch.equal(best[k], v) for k, v in model.state_dict().items()):
+            model.load_state_dict(best)
+            metrics = evaluate(model, val, nll_samples=nll_samples)
+            which = (f"These are the weights of epoch {result.best_epoch}, which had the best validation loss; the "
+                     f"weights at the end of the run are in `{LAST_DIR}/`.")
+        card = finetune_card(model, metrics=metrics, which=which, **card_args)
+        if out is not None:
+            save_final(model, Path(out), card=card)
+        return FinetuneResult(model=model.eval(), base_model=base, data=description, adaptations=adaptations,
+                              reset_parameters=reset, frozen_parameters=frozen, metrics=metrics,
+                              last_metrics=last_metrics, train=result, card=card,
+                              out=None if out is None else Path(out), sizes={"fit": len(fit_data), "val": len(val)})
+
+
+@contextlib.contextmanager
+def _output_folder(out: str | Path | None, model: nn.Module) -> Iterator[None]:
+    """With ``out``: hold its lock for the run and check it can take both model folders before training."""
+    if out is None:
+        yield
+        return
+    with FolderLock(out):
+        check_writable(Path(out), model, copies=4, what="the best and the last model folders")
+        yield
 
 
 def _split_overrides(overrides: dict[str, Any], variant: Variant) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -30,7 +30,6 @@ from zoo.allocator import release_free_memory, retain_freed_memory
 from zoo.checkpointing import (
     STATE_NAME,
     TrainerState,
-    check_writable,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -42,6 +41,7 @@ from zoo.distributed import World, setup
 from zoo.errors import CheckpointError, ConfigError, DataError
 from zoo.logs import RunLog, RunningTerms
 from zoo.losses import unit_range_checked
+from zoo.outputs import FolderLock, check_writable
 from zoo.precision import autocast_factory, check_precision, make_scaler
 from zoo.registry import get_variant
 from zoo.stepping import StepContext
@@ -142,6 +142,11 @@ class Trainer:
         """Train; with ``resume=True`` continue from ``checkpoint_dir``'s checkpoint exactly where it
         stopped (same data order, RNG streams, optimiser and scaler state, so the result matches an
         uninterrupted run bit for bit on the same machine and software)."""
+        folder = self.config.checkpoint_dir or self.config.log_dir
+        with FolderLock(folder) if folder is not None and self.world.is_main else nullcontext():
+            return self._fit(train_data, val_data, resume=resume)
+
+    def _fit(self, train_data: Any, val_data: Any, *, resume: bool) -> TrainResult:
         cfg, world = self.config, self.world
         seed_everything(cfg.seed + world.rank)  # each process draws its own noise; the data order is shared
         input_shape = getattr(self.model.config, "input_shape", None)
@@ -155,7 +160,7 @@ class Trainer:
         if self.optimizers is None:
             self.optimizers = self.variant.configure_optimizers(self.model, cfg)
         if self._checkpoint is not None and world.is_main:
-            check_writable(self._checkpoint.parent, self.model)
+            check_writable(self._checkpoint.parent, self.model, copies=10, slack_mib=64, what="checkpoints")
         order = torch.Generator().manual_seed(cfg.seed)
         state, sums, self._best = TrainerState(), {}, None
         if resume:
