@@ -140,6 +140,20 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizers: dict[str, to
     return TrainerState(**meta["state"]), tensors["rng.order"], sums, best
 
 
+def read_train_config(path: Path) -> dict[str, Any]:
+    """The ``TrainConfig`` (as a dict) that wrote the checkpoint ``path``; only its header is read."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as err:
+        raise CheckpointError(f"cannot read the training checkpoint {path}: {err}") from err
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an ae-zoo training checkpoint (format {metadata.get('format')!r})")
+    return dict(json.loads(metadata["json"]).get("train_config") or {})
+
+
 def _rng_prefix(rank: int) -> str:
     """Where process ``rank``'s RNG states are stored (rank 0 keeps the single-process names)."""
     return "rng." if rank == 0 else f"rng.rank{rank}."

@@ -56,10 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("variant")
     p.add_argument("--data", default="mnist", help="dataset name (mnist, digits, mnist-full) or image folder")
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=None, help="default 10 (with --resume: the checkpoint's)")
+    p.add_argument("--batch-size", type=int, default=None, help="default 128 (with --resume: the checkpoint's)")
+    p.add_argument("--lr", type=float, default=None, help="default 1e-3 (with --resume: the checkpoint's; "
+                                                          "another value applies from the resume step)")
+    p.add_argument("--seed", type=int, default=None, help="default 0 (with --resume: the checkpoint's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -67,9 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
                    help="write a resumable checkpoint to OUT/checkpoints every STEPS steps and at each epoch end")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run in OUT/checkpoints")
-    p.add_argument("--precision", default="fp32", help="fp32, bf16 or fp16: autocast, weights stay fp32 "
-                                                        "(fp16 adds a gradient scaler; on the CPU use bf16)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in OUT/checkpoints; settings "
+                                                         "not given are the checkpoint's")
+    p.add_argument("--precision", default=None, help="fp32 (default), bf16 or fp16: autocast, weights stay fp32 "
+                                                     "(fp16 adds a gradient scaler; on the CPU use bf16)")
     p.add_argument("--log-every", type=int, default=None, metavar="STEPS",
                    help="log every term every STEPS steps to OUT/logs (CSV, JSONL, TensorBoard) with per-epoch "
                         "validation and picture grids; pass it again with --resume to append")
@@ -218,21 +220,26 @@ def cmd_train(args: argparse.Namespace) -> None:
     first that OUT can be written and has room; a final write that still fails saves the weights to a
     rescue folder and says where.
     """
+    from zoo.checkpointing import STATE_NAME
     from zoo.config import parse_override
     from zoo.outputs import FolderLock, check_writable, save_final
     from zoo.registry import create, get_variant
-    from zoo.training import Trainer, seed_everything
+    from zoo.resuming import inherited
+    from zoo.training import TrainConfig, Trainer, seed_everything
 
     variant = get_variant(args.variant)
     overrides = dict(parse_override(item, variant.config_class) for item in args.overrides)
-    seed_everything(args.seed)  # the initial weights too: the same command makes the same model
+    given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+             "precision": args.precision, "checkpoint_every": args.checkpoint_every}
+    settings = {**(inherited(args.out / "checkpoints" / STATE_NAME) if args.resume else {}),
+                **{k: v for k, v in given.items() if v is not None}}
+    seed = settings.get("seed", TrainConfig.seed)
+    seed_everything(seed)  # the initial weights too: the same command makes the same model
     model = create(variant.name, **overrides)
     checkpoints = args.checkpoint_every is not None or args.resume
     logs = {"log_dir": str(args.out / "logs"), "log_every": args.log_every} if args.log_every is not None else {}
-    trainer = Trainer(model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                      device=args.device, max_steps=args.max_steps, progress=not args.no_progress,
-                      checkpoint_dir=str(args.out / "checkpoints") if checkpoints else None,
-                      checkpoint_every=args.checkpoint_every or 0, precision=args.precision, **logs)
+    trainer = Trainer(model, device=args.device, max_steps=args.max_steps, progress=not args.no_progress,
+                      checkpoint_dir=str(args.out / "checkpoints") if checkpoints else None, **settings, **logs)
     if not trainer.world.is_main:
         trainer.fit(args.data, resume=args.resume)
         return
@@ -252,6 +259,7 @@ def _trained_card(args: argparse.Namespace, variant: Any, trainer: Any, result: 
     """(model card, metrics, where they were measured) of a `zoo train` run."""
     from zoo.cards import render_card
     from zoo.data import DATASETS, as_data
+    from zoo.resuming import describe as describe_resume
     from zoo.training import evaluate_loss
 
     model = trainer.model
@@ -263,14 +271,16 @@ def _trained_card(args: argparse.Namespace, variant: Any, trainer: Any, result: 
     else:
         metrics = result.history[-1]
     command = "zoo " + " ".join(shlex.quote(a) for a in args.argv)
+    cfg = trainer.config  # what the run used: on --resume, the checkpoint's settings where none were given
+    resumed = "" if result.resumed_from is None else f", {describe_resume(result.resumed_from, result.resume_changes)}"
     card = render_card(
         model, title=f"{variant.name} trained on {args.data}",
-        summary=f"A `{variant.name}` trained with `zoo train` for {args.epochs} epochs "
-                f"({result.steps} steps).",
+        summary=f"A `{variant.name}` trained with `zoo train` for {cfg.epochs} epochs "
+                f"({result.steps} steps){resumed}.",
         dataset=str(args.data), command=command,
         metrics=metrics, split="test" if named else "last training epoch",
-        training={"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                  "steps": result.steps, "precision": args.precision, "processes": trainer.world.size,
+        training={"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
+                  "steps": result.steps, "precision": cfg.precision, "processes": trainer.world.size,
                   "overrides": overrides or "none"})
     return card, metrics, "test" if named else "train (last epoch)"
 

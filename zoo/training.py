@@ -31,6 +31,7 @@ from zoo.checkpointing import (
     STATE_NAME,
     TrainerState,
     load_checkpoint,
+    read_train_config,
     rng_state,
     save_checkpoint,
 )
@@ -44,6 +45,7 @@ from zoo.losses import unit_range_checked
 from zoo.outputs import FolderLock, check_writable
 from zoo.precision import autocast_factory, check_precision, make_scaler
 from zoo.registry import get_variant
+from zoo.resuming import apply_changes, resume_changes
 from zoo.stepping import StepContext
 from zoo.variant import Variant
 
@@ -103,6 +105,10 @@ class TrainResult:
     steps: int = 0
     #: 1-based epoch whose weights the model ends with when validation selected them.
     best_epoch: int | None = None
+    #: The step a resumed run continued from (None: a fresh run).
+    resumed_from: int | None = None
+    #: Settings a resumed run changed: {name: (checkpoint's value, this run's)} (:mod:`zoo.resuming`).
+    resume_changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
 
 def seed_everything(seed: int) -> None:
@@ -163,15 +169,19 @@ class Trainer:
             check_writable(self._checkpoint.parent, self.model, copies=10, slack_mib=64, what="checkpoints")
         order = torch.Generator().manual_seed(cfg.seed)
         state, sums, self._best = TrainerState(), {}, None
+        changes: dict[str, tuple[Any, Any]] = {}
         if resume:
             if self._checkpoint is None or not self._checkpoint.is_file():
                 raise CheckpointError(f"nothing to resume: no {STATE_NAME} in {cfg.checkpoint_dir!r} "
                                       f"(set checkpoint_dir to the folder of the interrupted run)")
+            changes = resume_changes(read_train_config(self._checkpoint), config_to_dict(cfg), self._checkpoint)
             state, order_state, sums, self._best = load_checkpoint(
                 self._checkpoint, self.model, self.optimizers, self.device, scaler=self.context.scaler,
                 rank=world.rank, world_size=world.size)
             order.set_state(order_state)
             self.step = state.step
+            apply_changes(self.optimizers, changes, self.step, warn=world.is_main)
+        resumed_from = self.step if resume else None
         world.broadcast(self.model)  # every process starts from rank 0's weights, as DDP does
         per_epoch = self._batches_per_epoch(train)
         total = cfg.epochs * per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * per_epoch)
@@ -196,7 +206,7 @@ class Trainer:
             self.model.load_state_dict(self._best)
         self.model.eval()
         return TrainResult(history=state.history, val_history=state.val_history, steps=self.step,
-                           best_epoch=state.best_epoch)
+                           best_epoch=state.best_epoch, resumed_from=resumed_from, resume_changes=changes)
 
     def _epochs(self, train: TensorData, val: TensorData | None, order: torch.Generator, state: TrainerState,
                 sums: dict[str, Tensor], bar: Any, log: RunLog | None) -> None:
