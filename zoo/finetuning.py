@@ -287,25 +287,13 @@ def _read_folder(path: Path, input_shape: tuple[int, int, int]) -> tuple[str, Te
 def adapt_images(x: Tensor, input_shape: tuple[int, int, int]) -> tuple[Tensor, list[str]]:
     """``x`` as (N, C, H, W) float images in [0, 1] shaped like ``input_shape``, and what was changed.
 
-    Meaningful changes only: 0-255 pixels are divided by 255; flat rows are reshaped; channels-last
-    arrays are transposed; RGB becomes grey by the mean of its channels and grey becomes RGB by
-    repetition; images are resized bilinearly (antialiased). Anything else (negative pixels, 4
-    channels) is a :class:`DataError`.
+    Meaningful changes only: 8-bit images are divided by 255 (:func:`unit_range`); flat rows are
+    reshaped; channels-last arrays are transposed; RGB becomes grey by the mean of its channels and grey
+    becomes RGB by repetition; images are resized bilinearly (antialiased). Anything else (values
+    outside both [0, 1] and 8-bit images, 4 channels) is a :class:`DataError`.
     """
     c, h, w = input_shape
-    notes = []
-    if x.dtype == torch.uint8:
-        x = x.float() / 255.0
-        notes.append("uint8 pixels 0-255 scaled to [0, 1] (divided by 255)")
-    else:
-        x = x.float()
-        lo, hi = float(x.min()), float(x.max())
-        if lo < 0 or hi > 255:
-            raise DataError(f"pixel values span {lo:.4g}..{hi:.4g}; fine-tuning data must lie in [0, 1] like the "
-                            f"parent's training data (or 0-255, which is divided by 255)")
-        if hi > 1:
-            x = x / 255.0
-            notes.append(f"pixels 0-{hi:g} read as 0-255 and scaled to [0, 1] (divided by 255)")
+    x, notes = unit_range(x)
     if x.dim() == 2:
         side = math.isqrt(x.shape[1])
         shape = (c, h, w) if x.shape[1] == c * h * w else (1, side, side) if side * side == x.shape[1] else None
@@ -333,6 +321,28 @@ def adapt_images(x: Tensor, input_shape: tuple[int, int, int]) -> tuple[Tensor, 
         notes.append(f"resized {x.shape[2]}x{x.shape[3]} -> {h}x{w} (H x W; bilinear, antialiased)")
         x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
     return x.contiguous(), notes
+
+
+def unit_range(x: Tensor) -> tuple[Tensor, list[str]]:
+    """``x`` as float32 in [0, 1], and a note when it was scaled.
+
+    Only data that looks like 8-bit images is divided by 255: integers 0-255 (an integer dtype, or
+    whole-number floats) with a maximum above 1. Data already in [0, 1] (binary 0/1 integers included)
+    is kept. Anything else, e.g. floats in 0..2, is a :class:`DataError` naming the range: dividing it by
+    255 would train on near-black images.
+    """
+    name = str(x.dtype).removeprefix("torch.")
+    values = x.detach().reshape(-1).to(torch.float64)
+    lo, hi = (float(values.min()), float(values.max())) if values.numel() else (0.0, 0.0)
+    integral = not x.is_floating_point() or bool(torch.equal(x, x.round()))
+    if lo >= 0 and hi <= 1:
+        return x.float(), []
+    if lo >= 0 and hi <= 255 and integral:
+        return x.float() / 255.0, [f"{name} pixels 0-255 scaled to [0, 1] (divided by 255)"]
+    kind = "whole numbers" if integral else "not whole numbers"
+    raise DataError(f"pixel values span {lo:.4g}..{hi:.4g} ({name}, {kind}): not 8-bit images (integers 0-255), "
+                    f"which would be divided by 255, and not in [0, 1] like the parent's training data. Scale "
+                    f"them to [0, 1] first (e.g. x / x.max() for intensities, (x - x.min()) / (x.max() - x.min())).")
 
 
 def split_validation(data: TensorData, fraction: float, seed: int) -> tuple[TensorData, TensorData]:
