@@ -36,6 +36,8 @@ class TrainerState:
     val_history: list[dict[str, float]] = field(default_factory=list)
     best_loss: float = float("inf")
     best_epoch: int | None = None
+    #: fp16: steps the gradient scaler skipped so far.
+    skipped_steps: int = 0
 
 
 def rng_state() -> dict[str, Tensor]:

@@ -281,6 +281,7 @@ def _trained_card(args: argparse.Namespace, variant: Any, trainer: Any, result: 
         metrics=metrics, split="test" if named else "last training epoch",
         training={"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
                   "steps": result.steps, "precision": cfg.precision, "processes": trainer.world.size,
+                  **({"skipped_steps": result.skipped_steps} if cfg.precision == "fp16" else {}),
                   "overrides": overrides or "none"})
     return card, metrics, "test" if named else "train (last epoch)"
 

@@ -51,6 +51,10 @@ from zoo.variant import Variant
 
 logger = logging.getLogger(__name__)
 
+#: The term that fp16 runs add: 1 for a step the gradient scaler skipped (overflow), else 0; its mean
+#: over a log row or an epoch is the share of skipped steps.
+SKIPPED_TERM = "fp16_skipped"
+
 
 @dataclass
 class TrainConfig:
@@ -109,6 +113,8 @@ class TrainResult:
     resumed_from: int | None = None
     #: Settings a resumed run changed: {name: (checkpoint's value, this run's)} (:mod:`zoo.resuming`).
     resume_changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    #: fp16: steps the gradient scaler skipped because their gradients overflowed (0 in fp32 and bf16).
+    skipped_steps: int = 0
 
 
 def seed_everything(seed: int) -> None:
@@ -137,6 +143,7 @@ class Trainer:
         self.step = 0
         self._checkpoint = Path(cfg.checkpoint_dir) / STATE_NAME if cfg.checkpoint_dir else None
         self._best: dict[str, Tensor] | None = None  # weights of the best validation epoch so far
+        self._skipped = torch.zeros((), device=self.device)  # fp16: steps the gradient scaler skipped
 
     @property
     def best_weights(self) -> dict[str, Tensor] | None:
@@ -182,6 +189,7 @@ class Trainer:
             self.step = state.step
             apply_changes(self.optimizers, changes, self.step, warn=world.is_main)
         resumed_from = self.step if resume else None
+        self._skipped = torch.tensor(float(state.skipped_steps), device=self.device)
         world.broadcast(self.model)  # every process starts from rank 0's weights, as DDP does
         per_epoch = self._batches_per_epoch(train)
         total = cfg.epochs * per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * per_epoch)
@@ -205,8 +213,13 @@ class Trainer:
         if self._best is not None and cfg.keep_best:
             self.model.load_state_dict(self._best)
         self.model.eval()
+        skipped = int(self._skipped.item())
+        if skipped:
+            logger.warning("fp16: %d of %d steps were skipped: the gradient scaler found inf/NaN gradients and backed "
+                           "its scale off; if this goes on, train in bf16 or fp32", skipped, self.step)
         return TrainResult(history=state.history, val_history=state.val_history, steps=self.step,
-                           best_epoch=state.best_epoch, resumed_from=resumed_from, resume_changes=changes)
+                           best_epoch=state.best_epoch, resumed_from=resumed_from, resume_changes=changes,
+                           skipped_steps=skipped)
 
     def _epochs(self, train: TensorData, val: TensorData | None, order: torch.Generator, state: TrainerState,
                 sums: dict[str, Tensor], bar: Any, log: RunLog | None) -> None:
@@ -250,6 +263,7 @@ class Trainer:
             log.flush()
         if self.world.is_main:
             state.step = self.step
+            state.skipped_steps = int(self._skipped.item())
             save_checkpoint(self._checkpoint, state, self.model, self.optimizers, order_state, sums, self._best,
                             config_to_dict(self.config), scaler=self.context.scaler, rng_states=rng)
 
@@ -274,8 +288,12 @@ class Trainer:
             batch = self.world.shard(batch)
             if cfg.max_shift:
                 batch = (random_shift(batch[0], cfg.max_shift), *batch[1:])
-            terms.add(self.variant.train_step(self.model, batch, self.optimizers, step=self.step))
-            self.context.end_step()
+            out = self.variant.train_step(self.model, batch, self.optimizers, step=self.step)
+            skipped = self.context.end_step()
+            if skipped is not None:  # fp16: shown and logged with the terms, counted for the result
+                out = {**out, SKIPPED_TERM: skipped}
+                self._skipped += skipped
+            terms.add(out)
             self.step += 1
             if bar is not None:
                 bar.update(1)
