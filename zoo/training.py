@@ -44,6 +44,7 @@ from zoo.logs import RunLog, RunningTerms
 from zoo.losses import unit_range_checked
 from zoo.outputs import FolderLock, check_writable
 from zoo.precision import autocast_factory, check_precision, make_scaler
+from zoo.preflight import check_data
 from zoo.registry import get_variant
 from zoo.resuming import apply_changes, resume_changes
 from zoo.stepping import StepContext
@@ -170,6 +171,7 @@ class Trainer:
                             f"or a labelled dataset")
         if val is not None and len(val) < world.size:
             raise DataError(f"{len(val)} validation examples are too few to share among {world.size} processes")
+        check_data(self.variant, self.model, {"training data": train, "validation data": val})
         if self.optimizers is None:
             self.optimizers = self.variant.configure_optimizers(self.model, cfg)
         if self._checkpoint is not None and world.is_main:
