@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=None, metavar="STEPS",
                    help="log every term every STEPS steps to OUT/logs (CSV, JSONL, TensorBoard) with per-epoch "
                         "validation and picture grids; pass it again with --resume to append")
+    p.add_argument("--collective-timeout", type=float, default=None, metavar="SECONDS",
+                   help="under torchrun: how long a process waits for the others before the run fails, naming "
+                        "the silent ones (default 600)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("finetune", help="fine-tune a pretrained model on your data: OUT/ best weights, OUT/last/ last")
@@ -107,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default=None, help="fp32 (default), bf16 or fp16, as for zoo train")
     p.add_argument("--log-every", type=int, default=None, metavar="STEPS",
                    help="log every term every STEPS steps to OUT/logs, as for zoo train")
+    p.add_argument("--collective-timeout", type=float, default=None, metavar="SECONDS",
+                   help="under torchrun: how long a process waits for the others, as for zoo train")
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("eval", help="measure a checkpoint or saved folder on a dataset's test split")
@@ -230,7 +235,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     variant = get_variant(args.variant)
     overrides = dict(parse_override(item, variant.config_class) for item in args.overrides)
     given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-             "precision": args.precision, "checkpoint_every": args.checkpoint_every}
+             "precision": args.precision, "checkpoint_every": args.checkpoint_every,
+             "collective_timeout": args.collective_timeout}
     settings = {**(inherited(args.out / "checkpoints" / STATE_NAME) if args.resume else {}),
                 **{k: v for k, v in given.items() if v is not None}}
     seed = settings.get("seed", TrainConfig.seed)
@@ -300,7 +306,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
                "checkpoint_every": args.checkpoint_every, "val_fraction": args.val_fraction,
                "nll_samples": args.nll_samples if main_process else 0, "precision": args.precision,
                "checkpoint_dir": str(args.out / "checkpoints") if checkpoints else None,
-               "log_dir": str(args.out / "logs") if args.log_every is not None else None, "log_every": args.log_every}
+               "log_dir": str(args.out / "logs") if args.log_every is not None else None, "log_every": args.log_every,
+               "collective_timeout": args.collective_timeout}
     parent = load_any(args.name)
     config_class = get_variant(parent.variant_name).config_class
     overrides = dict(parse_override(item, config_class) for item in args.overrides)

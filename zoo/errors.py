@@ -61,3 +61,7 @@ class UsageError(ZooError):
 
 class FolderLockedError(ZooError):
     """An output folder that another run holds (its lock names the holder's pid)."""
+
+
+class CollectiveTimeoutError(ZooError):
+    """A training process waited longer than the collective timeout for the others (one stopped answering)."""

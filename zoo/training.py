@@ -38,8 +38,8 @@ from zoo.checkpointing import (
 from zoo.config import check_fields, config_to_dict, replace_config
 from zoo.data import TensorData, as_data, random_shift
 from zoo.devices import resolve_device
-from zoo.distributed import World, setup
-from zoo.errors import CheckpointError, ConfigError, DataError
+from zoo.distributed import DEFAULT_TIMEOUT, World, setup
+from zoo.errors import CheckpointError, CollectiveTimeoutError, ConfigError, DataError
 from zoo.logs import RunLog, RunningTerms
 from zoo.losses import unit_range_checked
 from zoo.outputs import FolderLock, check_writable
@@ -92,9 +92,13 @@ class TrainConfig:
     #: CPU with glibc: keep freed memory in the process instead of page-faulting it back every step
     #: (zoo.allocator; about 1.5x faster for the 64x64 conv VAE). The process keeps its peak memory.
     retain_cpu_memory: bool = True
+    #: Several processes (torchrun): seconds a process waits in a collective (gradient averaging, epoch means)
+    #: for the others before the run fails, naming the ranks that did not answer (zoo.distributed).
+    collective_timeout: float = DEFAULT_TIMEOUT
 
     def __post_init__(self) -> None:
-        check_fields(self, positive=("epochs", "batch_size", "lr", "refresh_every", "patience", "log_every"),
+        check_fields(self, positive=("epochs", "batch_size", "lr", "refresh_every", "patience", "log_every",
+                                     "collective_timeout"),
                      non_negative=("max_steps", "weight_decay", "seed", "max_shift", "checkpoint_every"))
         if self.seed >= 2**64:
             raise ConfigError(f"seed must be below 2**64, got {self.seed}")
@@ -132,7 +136,7 @@ class Trainer:
         self.variant = variant or get_variant(model.variant_name)
         self.config = cfg = replace_config(config or TrainConfig(), overrides, source="train config")
         self.device = resolve_device(cfg.device)
-        self.world = setup(self.device)
+        self.world = setup(self.device, cfg.collective_timeout)
         if cfg.batch_size % self.world.size:
             raise ConfigError(f"batch_size {cfg.batch_size} is the global batch and must divide evenly among the "
                               f"{self.world.size} processes")
@@ -205,6 +209,12 @@ class Trainer:
         try:
             with self.context.active(self.optimizers, self.variant.name), _range_checked_once(train, val):
                 self._epochs(train, val, order, state, sums, bar, log)
+        except CollectiveTimeoutError as err:
+            kept = (f"The checkpoints written so far in {cfg.checkpoint_dir} are intact: once the silent process's "
+                    f"trouble is found, rerun with --resume (resume=True)" if cfg.checkpoint_dir
+                    else "No checkpoints were kept (checkpoint_dir / --checkpoint-every keeps them)")
+            raise CollectiveTimeoutError(f"{err} at step {self.step}; the run stops. {kept}. The wait is "
+                                         f"collective_timeout (--collective-timeout).") from err
         finally:
             if bar is not None:
                 bar.close()
