@@ -111,7 +111,7 @@ def test_shards_are_distributed_sampler_shards(n: int, world: int) -> None:
 
 
 def test_the_global_batch_must_divide_among_the_processes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("zoo.training.setup", lambda device: World(0, 3))
+    monkeypatch.setattr("zoo.training.setup", lambda device, timeout: World(0, 3))
     with pytest.raises(ConfigError, match="batch_size 64 is the global batch and must divide evenly among the 3"):
         zoo.Trainer(zoo.create("ae", zoo.get_variant("ae").tiny_config()), batch_size=64, device="cpu")
     trainer = zoo.Trainer(zoo.create("ae", zoo.get_variant("ae").tiny_config()), batch_size=12, device="cpu")
