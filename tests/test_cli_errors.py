@@ -92,8 +92,9 @@ def test_cuda_without_a_gpu_names_the_devices_there(vae_folder: Path, tmp_path: 
     message = one_line_error(*run([*TRAIN, "--out", str(tmp_path / "m"), "--device", "cuda"]))
     assert "device 'cuda' is not available on this machine" in message
     assert "available: cpu" in message and "'auto'" in message
-    with pytest.raises(ConfigError, match=r"device 'cuda:1' is not available .*available: cpu.*'auto'"):
-        zoo.load(f"local-dir:{vae_folder}", device="cuda:1")
+    for device in ("cuda", "cuda:1"):
+        with pytest.raises(ConfigError, match=rf"device '{device}' is not available .*available: cpu.*'auto'"):
+            zoo.load(f"local-dir:{vae_folder}", device=device)
 
 
 def test_an_unknown_device_name_is_a_config_error(vae_folder: Path) -> None:

@@ -115,3 +115,15 @@ def test_train_settings_are_checked(key: str, value, expected: str) -> None:
 
 def test_a_path_is_accepted_where_text_is_expected(tmp_path: Path) -> None:
     assert replace_config(TrainConfig(), {"checkpoint_dir": tmp_path}).checkpoint_dir == str(tmp_path)
+
+
+def test_a_word_for_a_number_in_config_json_names_the_file_and_key(tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    zoo.create("vae", zoo.get_variant("vae").tiny_config()).save_pretrained(folder)
+    data = json.loads((folder / "config.json").read_text())
+    data["latent_dim"] = "sixteen"
+    (folder / "config.json").write_text(json.dumps(data))
+    with pytest.raises(ConfigError) as info:
+        zoo.load(f"local-dir:{folder}")
+    assert str(info.value) == (f"{folder / 'config.json'}: latent_dim must be an integer (e.g. latent_dim=16), "
+                               f"got 'sixteen' (text)")
