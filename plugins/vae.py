@@ -100,6 +100,9 @@ class VAEVariant(Variant):
     generative = True
 
     def build(self, config: VAEConfig) -> VAEModel:
+        if config.num_classes and not self.conditional:
+            raise ConfigError(f"{self.name} is unconditional: num_classes must be 0, got {config.num_classes}; "
+                              f"train the 'cvae' variant for a model conditioned on labels")
         return VAEModel(config)
 
     def terms(self, model: VAEModel, x: Tensor, y: Tensor | None) -> tuple[DiagonalGaussian, Tensor, Tensor]:

@@ -127,3 +127,17 @@ def test_a_word_for_a_number_in_config_json_names_the_file_and_key(tmp_path: Pat
         zoo.load(f"local-dir:{folder}")
     assert str(info.value) == (f"{folder / 'config.json'}: latent_dim must be an integer (e.g. latent_dim=16), "
                                f"got 'sixteen' (text)")
+
+
+def test_integers_beyond_64_bits_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match=r"latent_dim must be an integer that fits in 64 bits .*got 2361183241434"):
+        zoo.create("vae", latent_dim=2**71)
+    with pytest.raises(ConfigError, match="seed must be an integer that fits in 64 bits"):
+        replace_config(TrainConfig(), {"seed": 2**70})
+
+
+@pytest.mark.parametrize("name", ["vae", "beta-vae"])
+def test_an_unconditional_vae_refuses_classes(name: str) -> None:
+    """num_classes > 0 would make the network conditional while the variant trains and samples without labels."""
+    with pytest.raises(ConfigError, match=f"{name} is unconditional: num_classes must be 0, got 3; train the 'cvae'"):
+        zoo.create(name, num_classes=3)

@@ -304,3 +304,23 @@ def test_cli_cvae_with_fewer_classes_than_the_data(tmp_path) -> None:
     assert code == 2 and len(stderr.strip().splitlines()) == 1
     assert "labels 0..9 but the model has num_classes=5" in stderr and "--set num_classes=10" in stderr
     assert not (tmp_path / "m").exists()
+
+
+def test_running_out_of_memory_is_an_error_naming_what_to_reduce(monkeypatch) -> None:
+    from zoo.errors import OutOfMemoryError
+
+    variant = zoo.get_variant("vae")
+
+    def allocate_too_much(*args, **kwargs):  # what the CPU allocator raises for mc_samples=2**31
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                           "memory: you tried to allocate 824633720832 bytes. Error code 12\nframe #0: ...")
+
+    monkeypatch.setattr(type(variant), "train_step", allocate_too_much)
+    with pytest.raises(OutOfMemoryError) as info:
+        zoo.train(tiny_vae(), images(32), epochs=1, batch_size=16, progress=False, device="cpu")
+    message = str(info.value)
+    assert message.startswith("out of memory at step 0 on cpu ([enforce fail") and "frame #0" not in message
+    assert "reduce batch_size or the model's sizes" in message
+    monkeypatch.setattr(type(variant), "train_step", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("other")))
+    with pytest.raises(RuntimeError, match="^other$"):  # other errors are not disguised
+        zoo.train(tiny_vae(), images(32), epochs=1, batch_size=16, progress=False, device="cpu")

@@ -226,7 +226,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     rescue folder and says where.
     """
     from zoo.checkpointing import STATE_NAME
-    from zoo.config import parse_override
+    from zoo.config import parse_override, replace_config
     from zoo.outputs import FolderLock, check_writable, save_final
     from zoo.registry import create, get_variant
     from zoo.resuming import inherited
@@ -239,13 +239,15 @@ def cmd_train(args: argparse.Namespace) -> None:
              "collective_timeout": args.collective_timeout}
     settings = {**(inherited(args.out / "checkpoints" / STATE_NAME) if args.resume else {}),
                 **{k: v for k, v in given.items() if v is not None}}
-    seed = settings.get("seed", TrainConfig.seed)
-    seed_everything(seed)  # the initial weights too: the same command makes the same model
-    model = create(variant.name, **overrides)
     checkpoints = args.checkpoint_every is not None or args.resume
     logs = {"log_dir": str(args.out / "logs"), "log_every": args.log_every} if args.log_every is not None else {}
-    trainer = Trainer(model, device=args.device, max_steps=args.max_steps, progress=not args.no_progress,
-                      checkpoint_dir=str(args.out / "checkpoints") if checkpoints else None, **settings, **logs)
+    config = replace_config(TrainConfig(), {"device": args.device, "max_steps": args.max_steps,
+                                            "progress": not args.no_progress, **settings, **logs,
+                                            "checkpoint_dir": str(args.out / "checkpoints") if checkpoints else None},
+                            source="train settings")  # checked before anything runs
+    seed_everything(config.seed)  # the initial weights too: the same command makes the same model
+    model = create(variant.name, **overrides)
+    trainer = Trainer(model, config)
     if not trainer.world.is_main:
         trainer.fit(args.data, resume=args.resume)
         return
@@ -257,7 +259,8 @@ def cmd_train(args: argparse.Namespace) -> None:
             if checkpoints else ""
         save_final(model, args.out, card=card, hint=kept)
     print(f"wrote {args.out}/ (config.json, model.safetensors, README.md)")
-    print(f"{where}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    if metrics:
+        print(f"{where}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
 
 
 def _trained_card(args: argparse.Namespace, variant: Any, trainer: Any, result: Any,
@@ -275,7 +278,7 @@ def _trained_card(args: argparse.Namespace, variant: Any, trainer: Any, result: 
         test = as_data(args.data, model.config.input_shape, split="test").to(trainer.device)
         metrics = evaluate_loss(variant, model, test)
     else:
-        metrics = result.history[-1]
+        metrics = result.history[-1] if result.history else {}  # --max-steps 0: nothing trained, nothing measured
     command = "zoo " + " ".join(shlex.quote(a) for a in args.argv)
     cfg = trainer.config  # what the run used: on --resume, the checkpoint's settings where none were given
     resumed = "" if result.resumed_from is None else f", {describe_resume(result.resumed_from, result.resume_changes)}"

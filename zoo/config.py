@@ -208,8 +208,10 @@ def _coerce(value: Any, hint: Any) -> tuple[bool, Any]:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return False, None
         if isinstance(value, float):
-            return (True, int(value)) if value.is_integer() else (False, None)
-        return True, value
+            value = int(value) if value.is_integer() else None
+        if value is None:
+            return False, None
+        return (True, value) if -2**63 <= value < 2**63 else (False, "an integer that fits in 64 bits")
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return False, None

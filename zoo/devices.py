@@ -42,11 +42,16 @@ def check_device(device: str | torch.device) -> torch.device:
     except (RuntimeError, TypeError, ValueError):
         raise ConfigError(f"device {str(device)!r} is not a device name: write 'cpu', 'cuda', 'cuda:1' or 'mps' "
                           f"({way_out})") from None
-    if resolved.type == "cuda":
+    if resolved.type == "cpu":
+        available = True
+    elif resolved.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         available = count > 0 and (resolved.index is None or resolved.index < count)
-    else:  # cpu, mps; other backends (xpu, meta...) are left to torch
-        available = resolved.type != "mps" or "mps" in here
+    elif resolved.type == "mps":
+        available = "mps" in here
+    else:  # another accelerator torch knows (xpu, ...) where its module says it is there; never meta
+        backend = getattr(torch, resolved.type, None)
+        available = bool(getattr(backend, "is_available", lambda: False)())
     if available:
         return resolved
     raise ConfigError(f"device {str(device)!r} is not available on this machine ({way_out})")

@@ -65,3 +65,7 @@ class FolderLockedError(ZooError):
 
 class CollectiveTimeoutError(ZooError):
     """A training process waited longer than the collective timeout for the others (one stopped answering)."""
+
+
+class OutOfMemoryError(ZooError, MemoryError):
+    """Training needed more memory than the device has; the message says which sizes to reduce."""

@@ -52,8 +52,9 @@ def build(variant: Variant, config: Any) -> nn.Module:
     except ZooError:
         raise
     except (TypeError, ValueError, RuntimeError, IndexError, ZeroDivisionError) as err:
+        reason = (str(err).strip().splitlines() or [""])[0]  # torch appends C++ stack frames
         raise ConfigError(f"variant {variant.name!r} cannot build a model from {config}: "
-                          f"{type(err).__name__}: {err}") from err
+                          f"{type(err).__name__}: {reason}") from err
 
 
 def list_checkpoints(pattern: str | None = None) -> list[str]:

@@ -39,7 +39,7 @@ from zoo.config import check_fields, config_to_dict, replace_config
 from zoo.data import TensorData, as_data, random_shift
 from zoo.devices import resolve_device
 from zoo.distributed import DEFAULT_TIMEOUT, World, setup
-from zoo.errors import CheckpointError, CollectiveTimeoutError, ConfigError, DataError
+from zoo.errors import CheckpointError, CollectiveTimeoutError, ConfigError, DataError, OutOfMemoryError
 from zoo.logs import RunLog, RunningTerms
 from zoo.losses import unit_range_checked
 from zoo.outputs import FolderLock, check_writable
@@ -100,8 +100,6 @@ class TrainConfig:
         check_fields(self, positive=("epochs", "batch_size", "lr", "refresh_every", "patience", "log_every",
                                      "collective_timeout"),
                      non_negative=("max_steps", "weight_decay", "seed", "max_shift", "checkpoint_every"))
-        if self.seed >= 2**64:
-            raise ConfigError(f"seed must be below 2**64, got {self.seed}")
         check_precision(self.precision)
 
 
@@ -209,6 +207,13 @@ class Trainer:
         try:
             with self.context.active(self.optimizers, self.variant.name), _range_checked_once(train, val):
                 self._epochs(train, val, order, state, sums, bar, log)
+        except RuntimeError as err:  # torch.OutOfMemoryError (CUDA) and the CPU allocator's are RuntimeErrors
+            if not _out_of_memory(err):
+                raise
+            reason = (str(err).strip().splitlines() or [""])[0]
+            raise OutOfMemoryError(f"out of memory at step {self.step} on {self.device} ({reason}): reduce "
+                                   f"batch_size or the model's sizes (latent_dim, hidden_dims, mc_samples, "
+                                   f"input_shape), or train on a device with more memory") from err
         except CollectiveTimeoutError as err:
             kept = (f"The checkpoints written so far in {cfg.checkpoint_dir} are intact: once the silent process's "
                     f"trouble is found, rerun with --resume (resume=True)" if cfg.checkpoint_dir
@@ -380,6 +385,11 @@ def _range_checked_once(train: Any, val: Any) -> AbstractContextManager[object]:
     if all(isinstance(d, TensorData) for d in datasets):
         return unit_range_checked(*(d.x for d in datasets))
     return nullcontext()
+
+
+def _out_of_memory(err: RuntimeError) -> bool:
+    """Whether torch ran out of memory: a CUDA OutOfMemoryError, or the CPU allocator's failure."""
+    return isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in str(err)
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:
