@@ -67,6 +67,12 @@ def test_sample_n_must_be_positive(vae_folder: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "x.png").exists()
 
 
+def test_a_seed_torch_cannot_take_is_refused(vae_folder: Path, tmp_path: Path) -> None:
+    for seed in ("-1", str(2**64)):
+        message = one_line_error(*run(["sample", str(vae_folder), f"--seed={seed}", "--out", str(tmp_path / "x.png")]))
+        assert f"--seed must be an integer from 0 to 2**63 - 1, got {seed}" in message
+
+
 def test_a_label_for_an_unconditional_model_is_refused(vae_folder: Path, tmp_path: Path) -> None:
     message = one_line_error(*run(["sample", str(vae_folder), "--label", "3", "--out", str(tmp_path / "x.png")]))
     assert "is an unconditional 'vae' model: --label applies to conditional variants (cvae)" in message

@@ -409,6 +409,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     if args.n < 1:
         raise ZooError(f"--n must be at least 1, got {args.n}: the number of samples to draw (e.g. --n 64)")
+    if not 0 <= args.seed < 2**63:
+        raise ZooError(f"--seed must be an integer from 0 to 2**63 - 1, got {args.seed}")
     model = load_any(args.model)
     variant = get_variant(model.variant_name)
     if not variant.conditional and args.label is not None:
