@@ -120,3 +120,18 @@ def test_an_unknown_dtype_names_the_accepted_ones(vae_folder: Path) -> None:
         zoo.load(f"local-dir:{vae_folder}", dtype="int8")
     with pytest.raises(ConfigError, match=r"dtype torch.int64 is not a floating-point dtype"):
         zoo.load(f"local-dir:{vae_folder}", dtype=torch.int64)
+
+
+def test_negative_importance_samples_are_refused_before_any_work(vae_folder: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    message = one_line_error(*run(["eval", str(vae_folder), "--data", "digits", "--nll-samples=-5"]))
+    assert "--nll-samples must be at least 0 (0 skips the NLL), got -5" in message
+
+    def trained(*args, **kwargs):
+        raise AssertionError("fine-tuning trained before checking nll_samples")
+
+    monkeypatch.setattr(zoo.Trainer, "fit", trained)
+    message = one_line_error(*run(["finetune", str(vae_folder), "--data", "digits", "--out", str(tmp_path / "ft"),
+                                   "--nll-samples=-3"]))
+    assert "nll_samples must be an integer of at least 0 (0: no NLL), got -3" in message
+    assert not (tmp_path / "ft").exists()

@@ -175,3 +175,67 @@ def test_zoo_sample_gives_a_picture_or_a_one_line_error(name: str) -> None:
                 assert picture.is_file()
 
         check()
+
+
+#: `zoo finetune` options: (valid values, invalid values); --max-steps and --nll-samples stay small.
+FINETUNE_OPTIONS = {
+    "--epochs": (st.integers(1, 3), INTS),
+    "--batch-size": (st.integers(1, 30), st.integers(-1, 0)),
+    "--lr": (st.floats(1e-5, 1.0), FLOATS),
+    "--seed": (st.integers(0, 100), st.sampled_from([-1, 2**70])),
+    "--freeze": (st.sampled_from(["encoder", "decoder"]), st.sampled_from(["head", ""])),
+    "--val-fraction": (st.floats(0.05, 0.5), FLOATS),
+    "--patience": (st.integers(1, 3), st.integers(-1, 0)),
+    "--nll-samples": (st.integers(0, 3), st.integers(-2, -1)),
+    "--precision": (st.sampled_from(["fp32", "bf16"]), st.just("fp8")),
+    "--log-every": (st.integers(1, 3), st.integers(-1, 0)),
+    "--checkpoint-every": (st.integers(0, 3), st.just(-1)),
+}
+
+
+@st.composite
+def finetune_command(draw: st.DrawFn, variant: zoo.Variant) -> list[str]:
+    options = [f"{option}={mostly(draw, valid, invalid)}" for option, (valid, invalid) in FINETUNE_OPTIONS.items()
+               if draw(st.integers(0, 2)) == 0]
+    if draw(st.integers(0, 3)) == 0:
+        options.append("--reset-head")
+    hints, defaults = field_types(variant.config_class), config_to_dict(variant.default_config())
+    for key in draw(st.lists(st.sampled_from(sorted(defaults)), max_size=2, unique=True)):
+        options += ["--set", f"{key}={mostly(draw, text_for(hints.get(key), defaults[key]), WORDS)}"]
+    return options
+
+
+@pytest.mark.parametrize("name", zoo.list_variants())
+def test_zoo_finetune_and_eval_give_folders_that_load_or_a_one_line_error(name: str) -> None:
+    variant = zoo.get_variant(name)
+    with tempfile.TemporaryDirectory(prefix="zoo-property-") as tmp:
+        parent, data = Path(tmp) / "parent", data_file(Path(tmp), variant)
+        zoo.create(name, variant.tiny_config()).save_pretrained(parent)
+
+        @settings(SETTINGS, max_examples=5)
+        @given(options=finetune_command(variant))
+        def finetune(options: list[str]) -> None:
+            with tempfile.TemporaryDirectory(prefix="zoo-property-", dir=tmp) as run_dir:
+                out = Path(run_dir) / "out"
+                code, _, stderr = run(["finetune", str(parent), "--data", str(data), "--out", str(out),
+                                       "--no-progress", "--max-steps", "2", "--nll-samples", "2", *options])
+                assert_zoo_outcome(code, stderr, out)
+                if (out / "last" / "config.json").exists():
+                    zoo.load(f"local-dir:{out / 'last'}")
+
+        @settings(SETTINGS, max_examples=5)
+        @given(data_draw=st.data())
+        def evaluate(data_draw: st.DataObject) -> None:
+            draw = data_draw.draw
+            options = [f"--nll-samples={mostly(draw, st.integers(0, 3), st.integers(-2, -1))}"]
+            if draw(st.booleans()):
+                options.append(f"--split={mostly(draw, st.sampled_from(['test', 'train']), WORDS)}")
+            if draw(st.booleans()):
+                options.append("--json")
+            code, _, stderr = run(["eval", str(parent), "--data", str(data), *options])
+            assert code in (0, 2), (code, stderr)
+            if code == 2:
+                assert stderr.startswith("zoo: error: ") and len(stderr.strip().splitlines()) == 1, stderr
+
+        finetune()
+        evaluate()

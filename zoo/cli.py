@@ -326,6 +326,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from zoo.data import as_data
     from zoo.evaluation import evaluate
 
+    if args.nll_samples < 0:
+        raise ZooError(f"--nll-samples must be at least 0 (0 skips the NLL), got {args.nll_samples}")
     model = load_any(args.model)
     dataset = args.data or _card_dataset(model) or "mnist"
     data = as_data(dataset, model.config.input_shape, split=args.split)

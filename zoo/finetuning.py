@@ -127,6 +127,8 @@ def finetune(model_or_name: str | nn.Module, data: Any, *, out: str | Path | Non
     ``checkpoint_every``) uses ``out/checkpoints`` as ``zoo train`` does. ``command`` is what the card
     records as the way to reproduce the run (default: this call).
     """
+    if isinstance(nll_samples, bool) or not isinstance(nll_samples, int) or nll_samples < 0:
+        raise ConfigError(f"nll_samples must be an integer of at least 0 (0: no NLL), got {nll_samples!r}")
     parent = load(model_or_name) if isinstance(model_or_name, str) else copy.deepcopy(model_or_name)
     variant = get_variant(parent.variant_name)
     train_settings, model_settings = _split_overrides(overrides, variant)
