@@ -32,7 +32,7 @@ def one_line_error(code: int, stdout: str, stderr: str) -> str:
     ("--batch-size", "-5", "batch_size must be at least 1, got -5"),
     ("--batch-size", "0", "batch_size must be at least 1, got 0"),
     ("--max-steps", "-3", "max_steps must be at least 0, got -3"),
-    ("--lr", "-1", "lr must be greater than 0, got -1.0"),
+    ("--lr", "-1", "lr must be at least 0, got -1.0"),
     ("--log-every", "0", "log_every must be at least 1, got 0"),
 ])
 def test_impossible_train_settings_write_nothing(tmp_path: Path, option: str, value: str, expected: str) -> None:

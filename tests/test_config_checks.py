@@ -99,8 +99,8 @@ def test_a_comma_list_for_a_tuple_field_trains_from_the_cli(tmp_path: Path) -> N
     ("batch_size", 0, "batch_size must be at least 1, got 0"),
     ("batch_size", -5, "batch_size must be at least 1, got -5"),
     ("max_steps", -3, "max_steps must be at least 0, got -3"),  # 0: no step (fine-tuning's untrained baseline)
-    ("lr", -1.0, "lr must be greater than 0, got -1.0"),
-    ("lr", 0.0, "lr must be greater than 0, got 0.0"),
+    ("lr", -1.0, "lr must be at least 0, got -1.0"),  # 0 is allowed: gradients without updates
+    ("lr", float("nan"), "lr must be a finite number"),
     ("weight_decay", -0.1, "weight_decay must be at least 0, got -0.1"),
     ("log_every", 0, "log_every must be at least 1, got 0"),
     ("checkpoint_every", -2, "checkpoint_every must be at least 0, got -2"),

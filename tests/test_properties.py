@@ -79,6 +79,7 @@ TRAIN_OPTIONS = {
     "--precision": (st.sampled_from(["fp32", "bf16", "fp16"]), st.sampled_from(["fp8", "FP16", ""])),
     "--log-every": (st.integers(1, 3), st.integers(-1, 0)),
     "--checkpoint-every": (st.integers(0, 3), st.just(-1)),
+    "--collective-timeout": (st.floats(1.0, 1000.0), st.sampled_from([0.0, -1.0, math.nan, math.inf])),
 }
 
 
@@ -89,6 +90,8 @@ def train_command(draw: st.DrawFn, variant: zoo.Variant) -> list[str]:
     for option, (valid, invalid) in TRAIN_OPTIONS.items():
         if draw(st.integers(0, 2)) == 0:  # --opt=VALUE: argparse would take "-1e-5" for an option
             options.append(f"{option}={mostly(draw, valid, invalid)}")
+    if draw(st.integers(0, 5)) == 0:
+        options.append("--resume")  # nothing to resume in a fresh folder: an error naming the folder
     hints = field_types(variant.config_class)
     defaults = config_to_dict(variant.default_config())
     for key in draw(st.lists(st.sampled_from(sorted(defaults)), max_size=2, unique=True)):

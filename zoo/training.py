@@ -97,9 +97,10 @@ class TrainConfig:
     collective_timeout: float = DEFAULT_TIMEOUT
 
     def __post_init__(self) -> None:
-        check_fields(self, positive=("epochs", "batch_size", "lr", "refresh_every", "patience", "log_every",
+        # lr 0 and max_steps 0 are allowed: gradients without updates, or no step (diagnostics, baselines).
+        check_fields(self, positive=("epochs", "batch_size", "refresh_every", "patience", "log_every",
                                      "collective_timeout"),
-                     non_negative=("max_steps", "weight_decay", "seed", "max_shift", "checkpoint_every"))
+                     non_negative=("lr", "max_steps", "weight_decay", "seed", "max_shift", "checkpoint_every"))
         check_precision(self.precision)
 
 
