@@ -97,10 +97,12 @@ def test_stale_temporaries_of_interrupted_writes_are_removed_by_the_next_run(tmp
     out = tmp_path / "out"
     (out / "checkpoints").mkdir(parents=True)
     old = time.time() - 3600
-    stale = [out / ".model.safetensors.k2x9_a0q.tmp", out / "checkpoints" / ".trainer-state.safetensors.abcd1234.tmp"]
+    stale = [out / ".model.safetensors.k2x9_a0q.tmp", out / "checkpoints" / ".trainer-state.safetensors.abcd1234.tmp",
+             out / "checkpoints" / ".tmpsYAXHn"]  # atomic_write's, and safetensors' own inside it (12.9 MB in #14)
     stale[0].write_bytes(b"\0" * 2**20)
     stale[1].write_bytes(b"")
-    mine = [out / "notes.tmp", out / ".hidden.tmp", out / "checkpoints" / "run.log"]
+    stale[2].write_bytes(b"\0" * 2**20)
+    mine = [out / "notes.tmp", out / ".hidden.tmp", out / "checkpoints" / "run.log", out / ".tmpnotes.txt"]
     for path in [*stale, *mine]:
         path.touch() if path.exists() else path.write_text("user data")
         os.utime(path, (old, old))

@@ -5,7 +5,7 @@
   lock when its process ends, however it ends (SIGKILL included), so a lock file left by a dead process
   is simply taken over. On release the lock file is removed, and the folder too if the run created it
   and left it empty. Taking the lock also removes the temporaries of interrupted atomic writes
-  (:func:`zoo.folder.atomic_write`: ``.NAME.XXXXXXXX.tmp``) older than the run.
+  (:data:`TEMPORARY`: ``.NAME.XXXXXXXX.tmp``, and safetensors' ``.tmpXXXXXX``) older than the run.
 - :func:`check_writable`: the folder can be created and written, and has room, before any training.
 - :func:`save_final`: ``save_pretrained`` into the folder; if that still fails, the trained weights go
   to a rescue folder, and the error says where.
@@ -33,8 +33,10 @@ from zoo.errors import CheckpointError, FolderLockedError
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = ".zoo.lock"
-#: The names :func:`zoo.folder.atomic_write` gives its temporaries (mkstemp: 8 random characters).
-TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+#: Temporaries of our interrupted writes: :func:`zoo.folder.atomic_write`'s (``.NAME.`` + mkstemp's 8
+#: random characters + ``.tmp``) and those safetensors makes inside it to write a file atomically itself
+#: (``.tmp`` + 6 random letters and digits, the whole file's size: the 12.9 MB ones of an interrupted checkpoint).
+TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$|^\.tmp[A-Za-z0-9]{6}$")
 #: Folders searched for stale temporaries: the folder and two levels below (checkpoints/, logs/, last/...).
 TEMPORARY_DEPTH = 2
 
