@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 import zoo
+from zoo.config import check_fields
 from zoo.distributions import PointMass
 from zoo.errors import ConfigError
 from zoo.losses import bernoulli_kl, reconstruction_nll
@@ -35,6 +36,7 @@ class AutoencoderConfig:
     likelihood: str = "bernoulli"
 
     def __post_init__(self) -> None:
+        check_fields(self, positive=("input_shape", "latent_dim", "hidden_dims"))
         if self.likelihood not in ("bernoulli", "mse"):
             raise ConfigError(f"autoencoders reconstruct with 'bernoulli' (BCE) or 'mse', not {self.likelihood!r}")
 
@@ -110,6 +112,10 @@ class OvercompleteConfig(AutoencoderConfig):
     #: the identity map.
     code_l1: float = 1e-4
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_fields(self, non_negative=("code_l1",))
+
 
 class OvercompleteVariant(AutoencoderVariant):
     """Overcomplete autoencoder: code larger than the input, kept from copying by an L1 code penalty."""
@@ -144,6 +150,12 @@ class DenoisingConfig(AutoencoderConfig):
     mask_prob: float = 0.0
     #: Clip the corrupted input to [0, 1] (keeps it in the data range of images).
     clip: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_fields(self, non_negative=("noise_std", "mask_prob"))
+        if self.mask_prob > 1:
+            raise ConfigError(f"mask_prob is a probability: it must lie in [0, 1], got {self.mask_prob}")
 
 
 class DenoisingVariant(AutoencoderVariant):
@@ -181,6 +193,7 @@ class SparseConfig(AutoencoderConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_fields(self, non_negative=("sparsity_weight",))
         if not 0 < self.sparsity_target < 1:
             raise ConfigError(f"sparsity_target must lie in (0, 1), got {self.sparsity_target}")
 
@@ -219,6 +232,10 @@ class ContractiveConfig(AutoencoderConfig):
     activation: str = "sigmoid"
     #: Weight beta of the squared Frobenius norm of the encoder Jacobian.
     contractive_weight: float = 0.01
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_fields(self, non_negative=("contractive_weight",))
 
 
 class ContractiveVariant(AutoencoderVariant):

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 import zoo
+from zoo.config import check_fields
 from zoo.distributions import DiagonalGaussian
 from zoo.errors import ConfigError
 from zoo.losses import reconstruction_nll
@@ -46,17 +47,13 @@ class VAEConfig:
     latent_channels: int = 0
 
     def __post_init__(self) -> None:
-        if self.latent_channels < 0:
-            raise ConfigError(f"latent_channels must be 0 (a flat latent) or positive, got {self.latent_channels}")
+        check_fields(self, positive=("input_shape", "latent_dim", "hidden_dims", "decoder_std", "mc_samples"),
+                     non_negative=("num_classes", "latent_channels"))
         if self.latent_channels and self.architecture != "conv":
             raise ConfigError(f"a spatial latent (latent_channels={self.latent_channels}) needs architecture='conv', "
                               f"not {self.architecture!r}")
         if self.likelihood not in ("bernoulli", "gaussian"):
             raise ConfigError(f"VAE likelihood must be 'bernoulli' or 'gaussian', not {self.likelihood!r}")
-        if self.mc_samples < 1:
-            raise ConfigError(f"mc_samples must be >= 1, got {self.mc_samples}")
-        if self.decoder_std <= 0:
-            raise ConfigError(f"decoder_std must be positive, got {self.decoder_std}")
 
 
 class VAEModel(ZooModel):
@@ -132,6 +129,9 @@ class VAEVariant(Variant):
     has_likelihood = True
 
     def build(self, config: VAEConfig) -> VAEModel:
+        if config.num_classes and not self.conditional:
+            raise ConfigError(f"{self.name} is unconditional: num_classes must be 0, got {config.num_classes}; "
+                              f"train the 'cvae' variant for a model conditioned on labels")
         return VAEModel(config)
 
     def terms(self, model: VAEModel, x: Tensor, y: Tensor | None) -> tuple[DiagonalGaussian, Tensor, Tensor]:
@@ -164,6 +164,10 @@ class BetaVAEConfig(VAEConfig):
     capacity_steps: int = 100_000
     #: KL warm-up: the KL weight rises linearly from 0 to beta over warmup_steps (0: off).
     warmup_steps: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_fields(self, positive=("capacity_steps",), non_negative=("beta", "capacity_max", "warmup_steps"))
 
 
 class BetaVAEVariant(VAEVariant):

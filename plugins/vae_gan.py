@@ -27,6 +27,7 @@ from torch import Tensor
 from zoo_plugins.vae import VAEConfig, VAEModel, VAEVariant
 
 import zoo
+from zoo.config import check_fields
 from zoo.errors import ConfigError
 from zoo.nets import Discriminator
 from zoo.stepping import step_context
@@ -52,6 +53,7 @@ class VAEGANConfig(VAEConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_fields(self, positive=("discriminator_dims", "discriminator_lr_scale"), non_negative=("gamma",))
         if self.generator_loss not in ("minimax", "non_saturating"):
             raise ConfigError(f"generator_loss must be 'minimax' or 'non_saturating', not {self.generator_loss!r}")
         if self.num_classes:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import zoo
+from zoo.config import check_fields
 from zoo.data import TensorData
 from zoo.distributions import QuantizedCode
 from zoo.errors import ConfigError
@@ -70,17 +71,17 @@ class VQVAEConfig:
     codebook_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
+        check_fields(self, positive=("input_shape", "hidden_dims", "embedding_dim", "codebook_lr_scale"),
+                     non_negative=("commitment_cost", "dead_code_threshold"))
         if self.likelihood not in ("bernoulli", "mse"):
             raise ConfigError(f"vq-vae reconstructs with 'bernoulli' (BCE) or 'mse', not {self.likelihood!r}")
         if self.codebook_update not in ("loss", "ema"):
             raise ConfigError(f"codebook_update must be 'loss' or 'ema', not {self.codebook_update!r}")
-        if self.num_embeddings < 2 or self.embedding_dim < 1:
-            raise ConfigError(f"the codebook needs num_embeddings >= 2 and embedding_dim >= 1, got "
-                              f"{self.num_embeddings} and {self.embedding_dim}")
+        if self.num_embeddings < 2:
+            raise ConfigError(f"num_embeddings must be at least 2 (a codebook of one vector codes nothing), got "
+                              f"{self.num_embeddings}")
         if not 0 < self.ema_decay < 1:
             raise ConfigError(f"ema_decay must lie in (0, 1), got {self.ema_decay}")
-        if self.commitment_cost < 0 or self.dead_code_threshold < 0 or self.codebook_lr_scale <= 0:
-            raise ConfigError("commitment_cost and dead_code_threshold must be >= 0 and codebook_lr_scale > 0")
 
 
 class Codebook(nn.Module):

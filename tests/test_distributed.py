@@ -111,7 +111,7 @@ def test_shards_are_distributed_sampler_shards(n: int, world: int) -> None:
 
 
 def test_the_global_batch_must_divide_among_the_processes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("zoo.training.setup", lambda device: World(0, 3))
+    monkeypatch.setattr("zoo.training.setup", lambda device, timeout: World(0, 3))
     with pytest.raises(ConfigError, match="batch_size 64 is the global batch and must divide evenly among the 3"):
         zoo.Trainer(zoo.create("ae", zoo.get_variant("ae").tiny_config()), batch_size=64, device="cpu")
     trainer = zoo.Trainer(zoo.create("ae", zoo.get_variant("ae").tiny_config()), batch_size=12, device="cpu")
@@ -136,3 +136,52 @@ def test_each_process_resumes_its_own_rng_stream(tmp_path: Path) -> None:
         assert torch.equal(drawn, torch.rand(3))
     with pytest.raises(CheckpointError, match="written by 2 training process.*this run has 1"):
         load_checkpoint(path, model, optimizers, torch.device("cpu"))
+
+
+# -- a process that stops answering (issue 14, item 13) ---------------------------------------------------------------
+
+HANG = """
+import os, sys, time
+import zoo.variant
+from zoo.cli import main
+
+if os.environ["RANK"] == "1":  # rank 1 stops answering at step 12, as a process stuck in I/O or a dead GPU would
+    original = zoo.variant.Variant.train_step
+
+    def train_step(self, model, batch, optimizers, *, step):
+        if step == 12:
+            time.sleep(120)
+        return original(self, model, batch, optimizers, step=step)
+
+    zoo.variant.Variant.train_step = train_step
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def test_a_rank_that_stops_answering_ends_the_run_naming_it(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    script, out = tmp_path / "hang.py", tmp_path / "out"
+    script.write_text(HANG)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    started = time.time()
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "--monitor-interval", "0.1", str(script), "train", *TINY_AE, "--out", str(out),
+                          "--epochs", "2", "--checkpoint-every", "5", "--collective-timeout", "3"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=100)
+    assert run.returncode != 0
+    assert time.time() - started < 60  # the timeout, not the 120 s sleep, ended it
+    expected = "zoo: error: rank 0: no answer from rank 1 within 3 s (all_reduce) at step 12; the run stops."
+    assert expected in run.stderr, run.stderr[-3000:]
+    assert "--resume" in run.stderr
+    with safe_open(str(out / "checkpoints" / STATE_NAME), framework="pt") as f:  # intact, for --resume
+        assert json.loads(f.metadata()["json"])["state"]["step"] == 10
+
+
+def test_the_collective_timeout_is_a_checked_setting() -> None:
+    assert zoo.TrainConfig().collective_timeout == 600.0  # minutes, not torch's default of 30 (gloo) or hours
+    with pytest.raises(ConfigError, match="collective_timeout must be greater than 0"):
+        zoo.TrainConfig(collective_timeout=0.0)

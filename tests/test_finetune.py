@@ -191,3 +191,45 @@ def test_cli_finetune(rgb_folder, tmp_path):
     code, _, stderr = run(["finetune", "vae-mnist", "--data", str(rgb_folder), "--out", str(out),
                            "--set", "latent_dimm=3"])
     assert code == 2 and "did you mean 'latent_dim'" in stderr
+
+
+# -- which data is scaled by 255 (issue 14, item 8) -----------------------------------------------------------
+
+def test_float_data_slightly_above_1_is_an_error_naming_the_range() -> None:
+    x = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2
+    with pytest.raises(DataError) as info:
+        zoo.finetune("vae-mnist", x, max_steps=0, **FAST)
+    message = str(info.value)
+    assert f"pixel values span {float(x.min()):.4g}..{float(x.max()):.4g} (float32, not whole numbers)" in message
+    assert "not 8-bit images (integers 0-255)" in message and "[0, 1]" in message
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64, torch.int16, torch.float32, torch.float64])
+def test_8_bit_images_are_scaled_whatever_their_dtype(dtype: torch.dtype) -> None:
+    from zoo.finetuning import adapt_images
+
+    pixels = torch.randint(0, 256, (4, 1, 28, 28), generator=torch.Generator().manual_seed(0))
+    x, notes = adapt_images(pixels.to(dtype), (1, 28, 28))
+    assert torch.equal(x, pixels.float() / 255.0)
+    assert notes == [f"{str(dtype).removeprefix('torch.')} pixels 0-255 scaled to [0, 1] (divided by 255)"]
+
+
+def test_data_in_the_unit_range_and_binary_integers_are_kept_as_they_are() -> None:
+    from zoo.finetuning import adapt_images
+
+    x = torch.rand(4, 1, 28, 28)
+    assert torch.equal(adapt_images(x, (1, 28, 28))[0], x) and adapt_images(x, (1, 28, 28))[1] == []
+    binary = (x > 0.5).long()
+    assert torch.equal(adapt_images(binary, (1, 28, 28))[0], binary.float())
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    (torch.full((2, 1, 28, 28), 300.0), "pixel values span 300..300"),
+    (torch.full((2, 1, 28, 28), 1000, dtype=torch.int32), "pixel values span 1000..1000"),
+    (torch.full((2, 1, 28, 28), -1.0), "pixel values span -1..-1"),
+])
+def test_values_outside_both_ranges_are_errors(values: torch.Tensor, expected: str) -> None:
+    from zoo.finetuning import adapt_images
+
+    with pytest.raises(DataError, match=expected):
+        adapt_images(values, (1, 28, 28))

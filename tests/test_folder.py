@@ -17,6 +17,7 @@ from zoo.config import CONFIG_VERSION, RESERVED_KEY, config_to_dict
 from zoo.errors import CheckpointError, ConfigError, UnknownNameError, ZooError
 from zoo.folder import CARD_NAME, CONFIG_NAME, FOLDER_FILES, WEIGHTS_NAME, atomic_write, zoo_version
 from zoo.losses import REDUCTION
+from zoo.weights import HASH_KEY, weights_digest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,7 +59,7 @@ def test_config_json_has_reserved_block_and_variant_config(saved: tuple[torch.nn
     data = json.loads((folder / CONFIG_NAME).read_text())
     meta = data.pop(RESERVED_KEY)
     assert meta == {"variant": "vae", "config_version": CONFIG_VERSION, "zoo_version": zoo_version(),
-                    "loss_reduction": REDUCTION}
+                    "loss_reduction": REDUCTION, HASH_KEY: weights_digest(model.state_dict())}
     assert meta["zoo_version"] == zoo.__version__
     assert meta["loss_reduction"] == "sum-per-example/mean-batch"
     assert data == config_to_dict(model.config)
@@ -133,7 +134,7 @@ def test_weights_file_is_real_safetensors(saved: tuple[torch.nn.Module, Path]) -
     model, folder = saved
     with safe_open(str(folder / WEIGHTS_NAME), framework="pt") as f:
         assert set(f.keys()) == set(model.state_dict())
-        assert f.metadata() == {"format": "pt", "variant": "vae"}
+        assert f.metadata() == {"format": "pt", "variant": "vae", HASH_KEY: weights_digest(model.state_dict())}
         for key, value in model.state_dict().items():
             assert torch.equal(f.get_tensor(key), value)
 

@@ -448,3 +448,18 @@ def test_import_zoo_is_light():
     after_import, after_create = (json.loads(line) for line in result.stdout.strip().splitlines()[-2:])
     assert after_import == [], f"`import zoo` imported {after_import}"
     assert after_create == [], f"zoo.list_variants() / zoo.create() imported {after_create}"
+
+
+@pytest.mark.parametrize("code", ["0", "3", "'bye'"])
+def test_a_plugin_that_calls_sys_exit_at_import_is_a_reported_failure(fake_install, monkeypatch, code):
+    fake_install.add("fake-exiting-plugin", {"exiting": "fake_exiting_module"},
+                     {"fake_exiting_module": f"import sys\nsys.exit({code})\n"})
+    registry = zoo.reload_plugins()  # the process goes on
+    (failure,) = [f for f in registry.failures if f.name == "exiting"]
+    assert failure.distribution == "fake-exiting-plugin"
+    assert failure.error == f"SystemExit: the plugin called sys.exit({code}) while loading"
+    assert set(registry.variants) >= BUILTIN_VARIANTS
+    monkeypatch.setenv("ZOO_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginLoadError, match=r"plugin 'exiting' \(fake-exiting-plugin 0\.1\) failed to load: "
+                                              r"SystemExit: the plugin called sys\.exit"):
+        zoo.reload_plugins()

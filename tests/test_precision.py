@@ -204,3 +204,33 @@ def test_reduced_precision_on_cuda(digits: TensorData, name: str, precision: str
     assert {(p.device.type, p.dtype) for p in model.parameters()} == {("cuda", torch.float32)}
     assert all(t.dtype == torch.float32 for terms in seen for t in terms.values())
     assert all(math.isfinite(v) for v in result.history[-1].values())
+
+
+def test_steps_the_fp16_scaler_skips_are_reported(digits: TensorData, tmp_path, caplog, monkeypatch) -> None:
+    """A scale so large that every step overflows: no weight changes, and the result, the logs, the progress
+    bar's terms and a warning all say that every step was skipped (issue 14, item 12)."""
+    # No TensorBoard writer: each one takes a process-wide number for its file name, and test_logs reads its
+    # event files in name order, which breaks once that number reaches two digits.
+    monkeypatch.setattr("zoo.logs._tensorboard", lambda folder, purge_step: None)
+    model = tiny("vae")
+    before = weights(model)
+    trainer = zoo.Trainer(model, precision="fp16", max_steps=8, log_dir=str(tmp_path), log_every=4, **SETTINGS)
+    trainer.context.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**120)
+    with caplog.at_level(logging.WARNING, logger="zoo.training"):
+        result = trainer.fit(digits)
+    assert result.steps == 8 and result.skipped_steps == 8
+    assert_same(before, weights(model))
+    assert result.history[-1]["fp16_skipped"] == 1.0  # the share of skipped steps, shown with the other terms
+    rows = [json.loads(line) for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["fp16_skipped"]) for r in rows] == [(4, 1.0), (8, 1.0)]
+    assert "fp16: 8 of 8 steps were skipped" in caplog.text
+
+
+def test_no_skipped_steps_no_warning(digits: TensorData, caplog) -> None:
+    trainer = zoo.Trainer(tiny("vae"), precision="fp16", max_steps=4, **SETTINGS)
+    trainer.context.scaler = torch.amp.GradScaler("cpu", init_scale=16.0)
+    with caplog.at_level(logging.WARNING, logger="zoo.training"):
+        result = trainer.fit(digits)
+    assert result.skipped_steps == 0 and result.history[-1]["fp16_skipped"] == 0.0
+    assert "skipped" not in caplog.text
+    assert zoo.train(tiny("vae"), digits, max_steps=2, **SETTINGS).skipped_steps == 0  # fp32: none, no term

@@ -19,6 +19,7 @@ import zoo
 from zoo.checkpointing import STATE_NAME
 from zoo.data import load_dataset
 from zoo.errors import CheckpointError
+from zoo.outputs import LOCK_NAME
 
 SETTINGS = dict(batch_size=64, lr=1e-3, seed=3, progress=False, device="cpu", max_shift=1)
 
@@ -116,7 +117,7 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_same_weights(tmp_path):
     with safe_open(str(state), framework="pt") as f:  # the file on disk is complete and readable
         step = json.loads(f.metadata()["json"])["state"]["step"]
     assert 0 < step < 40 * 23
-    leftovers = [p.name for p in state.parent.iterdir() if p.name != STATE_NAME]
+    leftovers = [p.name for p in state.parent.iterdir() if p.name not in (STATE_NAME, LOCK_NAME)]
 
     resumed = run_script([str(killed), "resume"])
     assert resumed.returncode == 0, resumed.stderr
@@ -125,8 +126,10 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_same_weights(tmp_path):
     a = load_file(str(killed / "final" / "model.safetensors"))
     b = load_file(str(straight / "final" / "model.safetensors"))
     assert_same(a, b)
-    # A kill can land during a checkpoint write: only a temporary file may remain, never a torn checkpoint.
+    # A kill can land during a checkpoint write: only a temporary file may remain, never a torn checkpoint;
+    # the resumed run removed it, and its lock file (the killed run's stays behind; the kernel freed the lock).
     assert all(name.startswith(f".{STATE_NAME}.") for name in leftovers)
+    assert sorted(p.name for p in state.parent.iterdir()) == [STATE_NAME]
 
 
 def test_cli_resume(tmp_path):

@@ -267,3 +267,60 @@ def test_validation_data_outside_unit_range_is_still_caught() -> None:
     with pytest.raises(DataError, match=r"\[0, 1\]"):
         zoo.train(tiny_vae(), train, val_data=pixels_0_255(16), epochs=1, batch_size=16, progress=False,
                   device="cpu")
+
+
+def test_validation_data_outside_unit_range_is_named_before_the_first_step() -> None:
+    model = tiny_vae()
+    initial = weights(model)
+    train = torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    trainer = Trainer(model, epochs=1, batch_size=16, progress=False, device="cpu")
+    with pytest.raises(DataError) as info:
+        trainer.fit(train, pixels_0_255(16))
+    assert str(info.value).startswith("the validation data: the Bernoulli likelihood (BCE) needs targets in [0, 1]")
+    assert trainer.step == 0 and all(torch.equal(initial[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(DataError, match=r"^the training data: the Bernoulli likelihood"):
+        Trainer(model, epochs=1, batch_size=16, progress=False, device="cpu").fit(pixels_0_255(32), train)
+
+
+def test_labels_beyond_num_classes_are_a_data_error_naming_the_setting() -> None:
+    model = zoo.create("cvae", zoo.get_variant("cvae").tiny_config())  # 3 classes
+    labels = torch.arange(32) % 10
+    trainer = Trainer(model, epochs=1, batch_size=16, progress=False, device="cpu")
+    with pytest.raises(DataError) as info:
+        trainer.fit((images(32), labels))
+    message = str(info.value)
+    assert "the training data has labels 0..9 but the model has num_classes=3" in message
+    assert "--set num_classes=10" in message
+    assert trainer.step == 0
+    with pytest.raises(DataError, match="the validation data has labels -1..2"):
+        trainer.fit((images(32), labels % 3), (images(4), torch.tensor([0, 1, 2, -1])))
+
+
+def test_cli_cvae_with_fewer_classes_than_the_data(tmp_path) -> None:
+    from test_cli import TINY, run
+
+    code, _, stderr = run(["train", "cvae", "--data", "digits", "--no-progress", *TINY, "--out", str(tmp_path / "m"),
+                           "--set", "num_classes=5"])
+    assert code == 2 and len(stderr.strip().splitlines()) == 1
+    assert "labels 0..9 but the model has num_classes=5" in stderr and "--set num_classes=10" in stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_running_out_of_memory_is_an_error_naming_what_to_reduce(monkeypatch) -> None:
+    from zoo.errors import OutOfMemoryError
+
+    variant = zoo.get_variant("vae")
+
+    def allocate_too_much(*args, **kwargs):  # what the CPU allocator raises for mc_samples=2**31
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                           "memory: you tried to allocate 824633720832 bytes. Error code 12\nframe #0: ...")
+
+    monkeypatch.setattr(type(variant), "train_step", allocate_too_much)
+    with pytest.raises(OutOfMemoryError) as info:
+        zoo.train(tiny_vae(), images(32), epochs=1, batch_size=16, progress=False, device="cpu")
+    message = str(info.value)
+    assert message.startswith("out of memory at step 0 on cpu ([enforce fail") and "frame #0" not in message
+    assert "reduce batch_size or the model's sizes" in message
+    monkeypatch.setattr(type(variant), "train_step", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("other")))
+    with pytest.raises(RuntimeError, match="^other$"):  # other errors are not disguised
+        zoo.train(tiny_vae(), images(32), epochs=1, batch_size=16, progress=False, device="cpu")

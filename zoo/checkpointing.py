@@ -11,7 +11,6 @@ safetensors body; everything else is JSON in its metadata. Nothing is pickled.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,8 @@ class TrainerState:
     val_history: list[dict[str, float]] = field(default_factory=list)
     best_loss: float = float("inf")
     best_epoch: int | None = None
+    #: fp16: steps the gradient scaler skipped so far.
+    skipped_steps: int = 0
 
 
 def rng_state() -> dict[str, Tensor]:
@@ -141,23 +142,21 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizers: dict[str, to
     return TrainerState(**meta["state"]), tensors["rng.order"], sums, best
 
 
+def read_train_config(path: Path) -> dict[str, Any]:
+    """The ``TrainConfig`` (as a dict) that wrote the checkpoint ``path``; only its header is read."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as err:
+        raise CheckpointError(f"cannot read the training checkpoint {path}: {err}") from err
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an ae-zoo training checkpoint (format {metadata.get('format')!r})")
+    return dict(json.loads(metadata["json"]).get("train_config") or {})
+
+
 def _rng_prefix(rank: int) -> str:
     """Where process ``rank``'s RNG states are stored (rank 0 keeps the single-process names)."""
     return "rng." if rank == 0 else f"rng.rank{rank}."
 
-
-def check_writable(folder: Path, model: torch.nn.Module) -> None:
-    """Fail before training when ``folder`` cannot be written or lacks room for a few checkpoints."""
-    folder.mkdir(parents=True, exist_ok=True)
-    probe = folder / ".zoo-write-test"
-    try:
-        probe.write_bytes(b"x")
-        probe.unlink()
-    except OSError as err:
-        raise CheckpointError(f"cannot write to {folder}: {err}. Choose another output folder.") from err
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    needed = 10 * weights + 64 * 2**20  # weights, best weights, Adam moments, a temporary copy, slack
-    free = shutil.disk_usage(folder).free
-    if free < needed:
-        raise CheckpointError(f"only {free / 2**20:.0f} MiB free under {folder}; checkpoints need about "
-                              f"{needed / 2**20:.0f} MiB. Free some space or choose another output folder.")

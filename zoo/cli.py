@@ -5,28 +5,39 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import shlex
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
-from zoo.errors import ZooError
+from zoo.errors import UsageError, ZooError
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``zoo`` command; a user error is one line ``zoo: error: ...`` on stderr and exit code 2."""
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    args.argv = argv  # the exact command, recorded in the model card by `zoo train`
     try:
+        args = parser.parse_args(argv)
+        args.argv = argv  # the exact command, recorded in the model card by `zoo train`
         return args.func(args) or 0
     except ZooError as err:
         print(f"zoo: error: {err}", file=sys.stderr)
         return 2
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors as :class:`UsageError`: one line like every other user error, instead of
+    the usage block and a separate message."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zoo", description="ae-zoo: autoencoders for PyTorch.")
+    parser = Parser(prog="zoo", description="ae-zoo: autoencoders for PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="installed variants and pretrained checkpoints")
@@ -45,10 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("variant")
     p.add_argument("--data", default="mnist", help="dataset name (mnist, digits, mnist-full) or image folder")
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=None, help="default 10 (with --resume: the checkpoint's)")
+    p.add_argument("--batch-size", type=int, default=None, help="default 128 (with --resume: the checkpoint's)")
+    p.add_argument("--lr", type=float, default=None, help="default 1e-3 (with --resume: the checkpoint's; "
+                                                          "another value applies from the resume step)")
+    p.add_argument("--seed", type=int, default=None, help="default 0 (with --resume: the checkpoint's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -56,12 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
                    help="write a resumable checkpoint to OUT/checkpoints every STEPS steps and at each epoch end")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run in OUT/checkpoints")
-    p.add_argument("--precision", default="fp32", help="fp32, bf16 or fp16: autocast, weights stay fp32 "
-                                                        "(fp16 adds a gradient scaler; on the CPU use bf16)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in OUT/checkpoints; settings "
+                                                         "not given are the checkpoint's")
+    p.add_argument("--precision", default=None, help="fp32 (default), bf16 or fp16: autocast, weights stay fp32 "
+                                                     "(fp16 adds a gradient scaler; on the CPU use bf16)")
     p.add_argument("--log-every", type=int, default=None, metavar="STEPS",
                    help="log every term every STEPS steps to OUT/logs (CSV, JSONL, TensorBoard) with per-epoch "
                         "validation and picture grids; pass it again with --resume to append")
+    p.add_argument("--collective-timeout", type=float, default=None, metavar="SECONDS",
+                   help="under torchrun: how long a process waits for the others before the run fails, naming "
+                        "the silent ones (default 600)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("finetune", help="fine-tune a pretrained model on your data: OUT/ best weights, OUT/last/ last")
@@ -96,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default=None, help="fp32 (default), bf16 or fp16, as for zoo train")
     p.add_argument("--log-every", type=int, default=None, metavar="STEPS",
                    help="log every term every STEPS steps to OUT/logs, as for zoo train")
+    p.add_argument("--collective-timeout", type=float, default=None, metavar="SECONDS",
+                   help="under torchrun: how long a process waits for the others, as for zoo train")
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("eval", help="measure a checkpoint or saved folder on a dataset's test split")
@@ -165,6 +183,7 @@ def cmd_list(args: argparse.Namespace) -> None:
 def cmd_info(args: argparse.Namespace) -> None:
     from zoo.config import config_to_dict
     from zoo.contract import CAPABILITIES
+    from zoo.errors import UnknownNameError
     from zoo.plugins import get_registry
     from zoo.registry import get_checkpoint, get_variant
 
@@ -175,6 +194,9 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(card.read_text() if card and card.exists()
               else json.dumps(dataclasses.asdict(ref), default=str))
         return
+    if args.name not in registry.variants:
+        raise UnknownNameError("variant or checkpoint name", args.name, [*registry.variants, *registry.checkpoints],
+                               "Run `zoo list` to see them.")
     variant = get_variant(args.name)
     plugin = registry.variant_plugin[variant.name]
     print(f"{variant.name}: {variant.description}")
@@ -201,47 +223,80 @@ def cmd_plugins(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    """Train, then (rank 0 alone under torchrun) measure the model and write its folder and card."""
-    from zoo.cards import render_card
-    from zoo.config import parse_override
-    from zoo.data import DATASETS, as_data
+    """Train, then (rank 0 alone under torchrun) measure the model and write its folder and card.
+
+    Rank 0 holds the lock on OUT from before the first step until the folder is written, and checks
+    first that OUT can be written and has room; a final write that still fails saves the weights to a
+    rescue folder and says where.
+    """
+    from zoo.checkpointing import STATE_NAME
+    from zoo.config import parse_override, replace_config
+    from zoo.outputs import FolderLock, check_writable, save_final
     from zoo.registry import create, get_variant
-    from zoo.training import Trainer, evaluate_loss, seed_everything
+    from zoo.resuming import inherited
+    from zoo.training import TrainConfig, Trainer, seed_everything
 
     variant = get_variant(args.variant)
-    overrides = dict(parse_override(item) for item in args.overrides)
-    seed_everything(args.seed)  # the initial weights too: the same command makes the same model
-    model = create(variant.name, **overrides)
+    overrides = dict(parse_override(item, variant.config_class) for item in args.overrides)
+    given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+             "precision": args.precision, "checkpoint_every": args.checkpoint_every,
+             "collective_timeout": args.collective_timeout}
+    settings = {**(inherited(args.out / "checkpoints" / STATE_NAME) if args.resume else {}),
+                **{k: v for k, v in given.items() if v is not None}}
     checkpoints = args.checkpoint_every is not None or args.resume
-    logs = {"log_dir": str(args.out / "logs"), "log_every": args.log_every} if args.log_every else {}
-    trainer = Trainer(model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                      device=args.device, max_steps=args.max_steps, progress=not args.no_progress,
-                      checkpoint_dir=str(args.out / "checkpoints") if checkpoints else None,
-                      checkpoint_every=args.checkpoint_every or 0, precision=args.precision, **logs)
-    result = trainer.fit(args.data, resume=args.resume)
+    logs = {"log_dir": str(args.out / "logs"), "log_every": args.log_every} if args.log_every is not None else {}
+    config = replace_config(TrainConfig(), {"device": args.device, "max_steps": args.max_steps,
+                                            "progress": not args.no_progress, **settings, **logs,
+                                            "checkpoint_dir": str(args.out / "checkpoints") if checkpoints else None},
+                            source="train settings")  # checked before anything runs
+    seed_everything(config.seed)  # the initial weights too: the same command makes the same model
+    model = create(variant.name, **overrides)
+    trainer = Trainer(model, config)
     if not trainer.world.is_main:
+        trainer.fit(args.data, resume=args.resume)
         return
+    with FolderLock(args.out):
+        check_writable(args.out, model)
+        result = trainer.fit(args.data, resume=args.resume)
+        card, metrics, where = _trained_card(args, variant, trainer, result, overrides)
+        kept = f"The last training checkpoint, in {args.out / 'checkpoints'}, holds the weights of its step." \
+            if checkpoints else ""
+        save_final(model, args.out, card=card, hint=kept)
+    print(f"wrote {args.out}/ (config.json, model.safetensors, README.md)")
+    if metrics:
+        print(f"{where}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+
+
+def _trained_card(args: argparse.Namespace, variant: Any, trainer: Any, result: Any,
+                  overrides: dict[str, Any]) -> tuple[str, dict[str, float], str]:
+    """(model card, metrics, where they were measured) of a `zoo train` run."""
+    from zoo.cards import render_card
+    from zoo.data import DATASETS, as_data
+    from zoo.resuming import describe as describe_resume
+    from zoo.training import evaluate_loss
+
+    model = trainer.model
     named = args.data in DATASETS
     metrics: dict[str, float] = {}
     if named:
         test = as_data(args.data, model.config.input_shape, split="test").to(trainer.device)
         metrics = evaluate_loss(variant, model, test)
     else:
-        metrics = result.history[-1]
+        metrics = result.history[-1] if result.history else {}  # --max-steps 0: nothing trained, nothing measured
     command = "zoo " + " ".join(shlex.quote(a) for a in args.argv)
+    cfg = trainer.config  # what the run used: on --resume, the checkpoint's settings where none were given
+    resumed = "" if result.resumed_from is None else f", {describe_resume(result.resumed_from, result.resume_changes)}"
     card = render_card(
         model, title=f"{variant.name} trained on {args.data}",
-        summary=f"A `{variant.name}` trained with `zoo train` for {args.epochs} epochs "
-                f"({result.steps} steps).",
+        summary=f"A `{variant.name}` trained with `zoo train` for {cfg.epochs} epochs "
+                f"({result.steps} steps){resumed}.",
         dataset=str(args.data), command=command,
         metrics=metrics, split="test" if named else "last training epoch",
-        training={"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                  "steps": result.steps, "precision": args.precision, "processes": trainer.world.size,
+        training={"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
+                  "steps": result.steps, "precision": cfg.precision, "processes": trainer.world.size,
+                  **({"skipped_steps": result.skipped_steps} if cfg.precision == "fp16" else {}),
                   "overrides": overrides or "none"})
-    model.save_pretrained(args.out, card=card)
-    where = "test" if named else "train (last epoch)"
-    print(f"wrote {args.out}/ (config.json, model.safetensors, README.md)")
-    print(f"{where}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    return card, metrics, "test" if named else "train (last epoch)"
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
@@ -249,6 +304,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from zoo.config import parse_override
     from zoo.distributed import env_rank
     from zoo.finetuning import finetune
+    from zoo.registry import get_variant
 
     main_process = env_rank() == 0
     checkpoints = args.resume or args.checkpoint_every is not None
@@ -257,9 +313,12 @@ def cmd_finetune(args: argparse.Namespace) -> None:
                "checkpoint_every": args.checkpoint_every, "val_fraction": args.val_fraction,
                "nll_samples": args.nll_samples if main_process else 0, "precision": args.precision,
                "checkpoint_dir": str(args.out / "checkpoints") if checkpoints else None,
-               "log_dir": str(args.out / "logs") if args.log_every else None, "log_every": args.log_every or None}
-    overrides = dict(parse_override(item) for item in args.overrides)
-    result = finetune(load_any(args.name), args.data, out=args.out if main_process else None, freeze=args.freeze,
+               "log_dir": str(args.out / "logs") if args.log_every is not None else None, "log_every": args.log_every,
+               "collective_timeout": args.collective_timeout}
+    parent = load_any(args.name)
+    config_class = get_variant(parent.variant_name).config_class
+    overrides = dict(parse_override(item, config_class) for item in args.overrides)
+    result = finetune(parent, args.data, out=args.out if main_process else None, freeze=args.freeze,
                       reset_head=args.reset_head, config_overrides=overrides, resume=args.resume,
                       progress=not args.no_progress, command="zoo " + shlex.join(args.argv),
                       **{k: v for k, v in options.items() if v is not None})
@@ -271,10 +330,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from zoo.data import as_data
     from zoo.evaluation import evaluate
 
+    if args.nll_samples < 0:
+        raise ZooError(f"--nll-samples must be at least 0 (0 skips the NLL), got {args.nll_samples}")
     model = load_any(args.model)
     dataset = args.data or _card_dataset(model) or "mnist"
     data = as_data(dataset, model.config.input_shape, split=args.split)
     metrics = evaluate(model, data, nll_samples=args.nll_samples, dataset=dataset)
+    check_finite_metrics(metrics, f"the evaluation of {args.model} on {dataset} ({args.split})")
     if args.report is not None:
         from zoo.report import write_report
 
@@ -287,6 +349,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
     width = max(map(len, metrics))
     for key, value in metrics.items():
         print(f"  {key:<{width}} {value:.4f}" if isinstance(value, float) else f"  {key:<{width}} {value}")
+
+
+def check_finite_metrics(metrics: dict[str, Any], what: str) -> None:
+    """A ZooError naming the NaN or infinite metrics: printed as results with exit code 0 they would pass
+    for a measurement."""
+    bad = {k: v for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)}
+    if bad:
+        raise ZooError(f"{what} gave non-finite metrics ({', '.join(f'{k}={v}' for k, v in bad.items())}): the "
+                       f"model's weights or outputs hold NaN or inf (a diverged training?), or the data does; "
+                       f"retrain or check the data")
 
 
 def _card_dataset(model: Any) -> str | None:
@@ -341,8 +413,15 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from zoo.pictures import prior_samples, save_grid
     from zoo.registry import get_variant
 
+    if args.n < 1:
+        raise ZooError(f"--n must be at least 1, got {args.n}: the number of samples to draw (e.g. --n 64)")
+    if not 0 <= args.seed < 2**63:
+        raise ZooError(f"--seed must be an integer from 0 to 2**63 - 1, got {args.seed}")
     model = load_any(args.model)
     variant = get_variant(model.variant_name)
+    if not variant.conditional and args.label is not None:
+        raise ZooError(f"{args.model} is an unconditional {variant.name!r} model: --label applies to conditional "
+                       f"variants (cvae); drop --label to sample from its prior")
     if variant.conditional and args.label is None:
         classes = model.num_classes
         raise ZooError(f"{args.model} is a conditional {variant.name!r} model: pass --label K"
@@ -353,10 +432,6 @@ def cmd_sample(args: argparse.Namespace) -> None:
         raise ZooError(str(err)) from err
     path = save_grid(images, args.out)
     print(f"wrote {path} ({args.n} samples{'' if args.label is None else f' of class {args.label}'})")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 def cmd_experiment(args: argparse.Namespace) -> None:
@@ -371,3 +446,7 @@ def cmd_experiment(args: argparse.Namespace) -> None:
         print(f"{result.name}: the claim {result.status}. {result.verdict}")
         print(f"wrote {args.out / result.name}/README.md", flush=True)
     print(f"index: {write_index(args.out)}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -8,8 +8,9 @@ Names understood by :func:`load_dataset` (and ``--data`` on the command line):
     the first 350 are ``fit`` and the last 50 ``val``, for model selection) and the last 100 are
     ``test``. Test rows are never trained on.
 ``mnist-full``
-    The full MNIST through ``torchvision.datasets.MNIST(root, download=False)``; pass ``root`` (or
-    set ``ZOO_MNIST_ROOT``) where the files are. ``train``/``test`` are the official splits.
+    The full MNIST from its four raw IDX files (:mod:`zoo.mnist`: under ``root`` or ``root/MNIST/raw``,
+    plain or gzipped; torchvision's processed ``.pt`` pickles are refused); pass ``root`` (or set
+    ``ZOO_MNIST_ROOT``) where the files are. ``train``/``test`` are the official splits.
 ``digits``
     scikit-learn's 1,797 8x8 digits, split per class like ``mnist`` (80% / 20%).
 ``dsprites``
@@ -135,7 +136,7 @@ def load_dataset(name: str, split: str = "train", *, root: str | Path | None = N
         x = torch.from_numpy(bunch.images[rows].astype(np.float32) / 16.0).unsqueeze(1)
         return TensorData(x, torch.from_numpy(bunch.target[rows].astype(np.int64)))
     if name == "mnist-full":
-        return _torchvision_mnist(split, root)
+        return _full_mnist(split, root)
     if name == "dsprites":
         return _dsprites(split)
     raise UnknownNameError("dataset", name, DATASETS, "Or pass a tensor, numpy array or image folder path.")
@@ -166,8 +167,9 @@ def _dsprites(split: str) -> Any:
     return TensorData(next(subset.batches(len(subset), shuffle=False))[0])
 
 
-def _torchvision_mnist(split: str, root: str | Path | None) -> TensorData:
-    from torchvision.datasets import MNIST
+def _full_mnist(split: str, root: str | Path | None) -> TensorData:
+    """The official MNIST split from its raw IDX files under ``root`` (:mod:`zoo.mnist`; nothing unpickled)."""
+    from zoo.mnist import read_mnist
 
     root = root or os.environ.get("ZOO_MNIST_ROOT")
     if split not in ("train", "test"):
@@ -175,11 +177,8 @@ def _torchvision_mnist(split: str, root: str | Path | None) -> TensorData:
     if root is None:
         raise DataError("mnist-full reads the MNIST files from a local folder: pass root=... "
                         "(or set ZOO_MNIST_ROOT); nothing is downloaded")
-    try:
-        ds = MNIST(str(root), train=split == "train", download=False)
-    except RuntimeError as err:
-        raise DataError(f"no MNIST files under {root}: {err}") from err
-    return TensorData(ds.data.float().div_(255.0).unsqueeze(1), ds.targets.long())
+    images, labels = read_mnist(Path(root), split)
+    return TensorData(images.float().div_(255.0).unsqueeze(1), labels)
 
 
 def as_data(data: Any, input_shape: Sequence[int] | None = None, *, split: str = "train") -> TensorData:

@@ -24,13 +24,23 @@ Several machines are torchrun's rendezvous (``--nnodes``, ``--rdzv-endpoint``); 
 - **Writes**: only rank 0 writes checkpoints, logs, pictures and model folders; every process reads
   the checkpoint to resume. Epoch means and validation losses are all-reduced, so all processes agree
   on early stopping and the best epoch.
+- **A process that stops answering** (stuck in I/O, out of memory, a dead machine) would leave the
+  others waiting in their next collective. The process group is created with ``collective_timeout``
+  (``TrainConfig``, ``--collective-timeout``; 10 minutes by default); a collective that times out is a
+  :class:`~zoo.errors.CollectiveTimeoutError` naming the ranks that did not answer: every waiting
+  process marks itself in torchrun's key-value store, and the ranks without a mark are the silent ones.
+  Checkpoints are written only between collectives, so the last one is intact for ``--resume``. (With
+  nccl, torch's watchdog may end the process at the timeout before this message: the wait is bounded
+  all the same.)
 """
 
 from __future__ import annotations
 
 import atexit
+import datetime
 import os
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +48,13 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from zoo.errors import ConfigError
+from zoo.errors import CollectiveTimeoutError, ConfigError
+
+#: The default ``collective_timeout`` in seconds: long enough for rank 0 to write a large checkpoint or
+#: a picture grid while the others wait, short enough that a hung process is noticed in minutes.
+DEFAULT_TIMEOUT = 600.0
+#: How long a process that timed out waits for the other waiting ones to mark themselves in the store.
+MARK_WAIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +63,8 @@ class World:
 
     rank: int = 0
     size: int = 1
+    #: Seconds a collective waits for the other processes before :class:`CollectiveTimeoutError`.
+    timeout: float = DEFAULT_TIMEOUT
 
     @property
     def is_main(self) -> bool:
@@ -62,7 +80,7 @@ class World:
     def sum(self, values: Tensor) -> Tensor:
         """``values`` summed over the processes (in place; returned for chaining)."""
         if self.size > 1:
-            dist.all_reduce(values)
+            self._collective("all_reduce", lambda: dist.all_reduce(values))
         return values
 
     def mean(self, values: Tensor) -> Tensor:
@@ -92,7 +110,7 @@ class World:
             return
         tensors = list(module.buffers()) if buffers_only else list(module.state_dict().values())
         for t in tensors:
-            dist.broadcast(t.detach(), src=0)
+            self._collective("broadcast", lambda t=t: dist.broadcast(t.detach(), src=0))
 
     def broadcast_tensor(self, tensor: Tensor) -> Tensor:
         """``tensor`` overwritten in place with rank 0's (returned for chaining)."""
@@ -105,8 +123,36 @@ class World:
         if self.size == 1:
             return [obj]
         out: list[Any] = [None] * self.size
-        dist.all_gather_object(out, obj)
+        self._collective("all_gather_object", lambda: dist.all_gather_object(out, obj))
         return out
+
+    def _collective(self, name: str, call: Callable[[], Any]) -> Any:
+        """``call()``; a timeout becomes a CollectiveTimeoutError naming the ranks that did not answer."""
+        try:
+            return call()
+        except RuntimeError as err:  # gloo: "Timed out waiting 3000ms for recv operation"; DistBackendError too
+            if "timed out" not in str(err).lower() and "timeout" not in str(err).lower():
+                raise
+            silent = self._silent_ranks()
+            who = (f"rank{'s' if len(silent) > 1 else ''} {', '.join(map(str, silent))}" if silent
+                   else "another process")
+            raise CollectiveTimeoutError(f"rank {self.rank}: no answer from {who} within {self.timeout:g} s "
+                                         f"({name})") from err
+
+    def _silent_ranks(self) -> list[int]:
+        """The ranks that did not mark themselves in the store as waiting too (empty: unknown)."""
+        try:
+            store = dist.distributed_c10d._get_default_store()
+            store.set(f"zoo/waiting/{self.rank}", "1")
+            others = [r for r in range(self.size) if r != self.rank]
+            deadline = time.monotonic() + min(MARK_WAIT, self.timeout)
+            while True:
+                silent = [r for r in others if not store.check([f"zoo/waiting/{r}"])]
+                if not silent or time.monotonic() > deadline:
+                    return silent
+                time.sleep(0.1)
+        except (RuntimeError, AttributeError, ValueError):  # no store to ask (another launcher)
+            return []
 
 
 def env_rank() -> int:
@@ -130,23 +176,25 @@ def local_device(requested: str | torch.device | None) -> str | torch.device | N
     return requested
 
 
-def setup(device: torch.device) -> World:
-    """The :class:`World` of this process; joins torchrun's process group when ``WORLD_SIZE > 1``.
+def setup(device: torch.device, timeout: float = DEFAULT_TIMEOUT) -> World:
+    """The :class:`World` of this process; joins torchrun's process group when ``WORLD_SIZE > 1``, with
+    collectives that give up after ``timeout`` seconds.
 
-    An already initialised group (the caller's own) is used as it is. A group initialised here is
-    destroyed when the process exits.
+    An already initialised group (the caller's own) is used as it is, with its own timeout. A group
+    initialised here is destroyed when the process exits.
     """
     size = env_world_size()
     if size == 1:
-        return World()
+        return World(timeout=timeout)
     if not dist.is_available():
         raise ConfigError(f"WORLD_SIZE={size} but this torch build has no torch.distributed")
     if not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(seconds=timeout))
         atexit.register(_destroy_group)
-    return World(rank=dist.get_rank(), size=dist.get_world_size())
+    return World(rank=dist.get_rank(), size=dist.get_world_size(), timeout=timeout)
 
 
 def _destroy_group() -> None:

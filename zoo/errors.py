@@ -53,3 +53,19 @@ class NonFiniteLossError(ZooError, FloatingPointError):
 
 class CheckpointError(ZooError, OSError):
     """A checkpoint folder or weights file that cannot be loaded as asked."""
+
+
+class UsageError(ZooError):
+    """A command line that does not parse (an unknown option, a word where a number belongs)."""
+
+
+class FolderLockedError(ZooError):
+    """An output folder that another run holds (its lock names the holder's pid)."""
+
+
+class CollectiveTimeoutError(ZooError):
+    """A training process waited longer than the collective timeout for the others (one stopped answering)."""
+
+
+class OutOfMemoryError(ZooError, MemoryError):
+    """Training needed more memory than the device has; the message says which sizes to reduce."""

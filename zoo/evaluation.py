@@ -55,7 +55,8 @@ def evaluate(model: nn.Module, data: TensorData | str | Any, *, nll_samples: int
         if nll_samples:
             nll = importance_sampled_nll(model, data, num_samples=nll_samples, seed=seed)
             metrics["nll"], metrics["nll_stderr"] = nll["nll"], nll["nll_stderr"]
-        metrics["active_units"] = active_units(model, data)["active_units"]
+        if len(data) > 1:  # a variance over the data needs two examples
+            metrics["active_units"] = active_units(model, data)["active_units"]
     metrics.update({f"recon_{k}": v for k, v in reconstruction_errors(model, data).items()})
     if dataset in DIGIT_DATASETS and has(model, "generative"):
         from zoo.sample_quality import conditional_accuracy, sample_quality

@@ -14,11 +14,12 @@ shadows the function ``zoo.finetune``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from zoo.data import (
 )
 from zoo.errors import ConfigError, DataError, UnknownNameError
 from zoo.evaluation import evaluate
+from zoo.outputs import FolderLock, check_writable, save_final
 from zoo.registry import create, get_variant, load
 from zoo.training import TrainConfig, Trainer, TrainResult, seed_everything
 from zoo.variant import Variant
@@ -126,6 +128,8 @@ def finetune(model_or_name: str | nn.Module, data: Any, *, out: str | Path | Non
     ``checkpoint_every``) uses ``out/checkpoints`` as ``zoo train`` does. ``command`` is what the card
     records as the way to reproduce the run (default: this call).
     """
+    if isinstance(nll_samples, bool) or not isinstance(nll_samples, int) or nll_samples < 0:
+        raise ConfigError(f"nll_samples must be an integer of at least 0 (0: no NLL), got {nll_samples!r}")
     parent = load(model_or_name) if isinstance(model_or_name, str) else copy.deepcopy(model_or_name)
     variant = get_variant(parent.variant_name)
     train_settings, model_settings = _split_overrides(overrides, variant)
@@ -151,38 +155,50 @@ def finetune(model_or_name: str | nn.Module, data: Any, *, out: str | Path | Non
     trainer = Trainer(model, train_config, variant=variant)
     if frozen:
         trainer.optimizers = _optimizers(variant, model, train_config, freeze)
-    result = trainer.fit(fit_data, val, resume=resume)
-    best = trainer.best_weights  # None if no epoch completed
-    for p in model.parameters():  # frozen only while fine-tuning: the returned model trains as usual
-        p.requires_grad_(True)
-    model.pretrained_info = {"source": "finetune", "base_model": base, **({"path": str(out)} if out else {})}
+    with _output_folder(out, model):
+        result = trainer.fit(fit_data, val, resume=resume)
+        best = trainer.best_weights  # None if no epoch completed
+        for p in model.parameters():  # frozen only while fine-tuning: the returned model trains as usual
+            p.requires_grad_(True)
+        model.pretrained_info = {"source": "finetune", "base_model": base, **({"path": str(out)} if out else {})}
 
-    call = command or _call(model_or_name, data, {"out": out, "freeze": freeze, "reset_head": reset_head,
-                                                  "config_overrides": config_overrides,
-                                                  "val_fraction": val_fraction, "nll_samples": nll_samples,
-                                                  "resume": resume, **overrides})
-    card_args = {"base": base, "data": data, "description": description, "adaptations": adaptations,
-                 "reset": reset, "freeze": freeze, "frozen": frozen, "config": train_config, "call": call,
-                 "result": result, "sizes": (len(fit_data), len(val)), "nll_samples": nll_samples,
-                 "overrides": model_settings}
-    which = "These are the weights at the end of the run."
-    last_metrics = evaluate(model, val, nll_samples=nll_samples)
-    if out is not None:
-        model.save_pretrained(Path(out) / LAST_DIR, card=finetune_card(model, metrics=last_metrics, which=which,
-                                                                       **card_args))
-    metrics = last_metrics
-    if best is not None and any(not torch.equal(best[k], v) for k, v in model.state_dict().items()):
-        model.load_state_dict(best)
-        metrics = evaluate(model, val, nll_samples=nll_samples)
-        which = (f"These are the weights of epoch {result.best_epoch}, which had the best validation loss; the "
-                 f"weights at the end of the run are in `{LAST_DIR}/`.")
-    card = finetune_card(model, metrics=metrics, which=which, **card_args)
-    if out is not None:
-        model.save_pretrained(out, card=card)
-    return FinetuneResult(model=model.eval(), base_model=base, data=description, adaptations=adaptations,
-                          reset_parameters=reset, frozen_parameters=frozen, metrics=metrics,
-                          last_metrics=last_metrics, train=result, card=card,
-                          out=None if out is None else Path(out), sizes={"fit": len(fit_data), "val": len(val)})
+        call = command or _call(model_or_name, data, {"out": out, "freeze": freeze, "reset_head": reset_head,
+                                                      "config_overrides": config_overrides,
+                                                      "val_fraction": val_fraction, "nll_samples": nll_samples,
+                                                      "resume": resume, **overrides})
+        card_args = {"base": base, "data": data, "description": description, "adaptations": adaptations,
+                     "reset": reset, "freeze": freeze, "frozen": frozen, "config": train_config, "call": call,
+                     "result": result, "sizes": (len(fit_data), len(val)), "nll_samples": nll_samples,
+                     "overrides": model_settings}
+        which = "These are the weights at the end of the run."
+        last_metrics = evaluate(model, val, nll_samples=nll_samples)
+        if out is not None:
+            save_final(model, Path(out) / LAST_DIR,
+                       card=finetune_card(model, metrics=last_metrics, which=which, **card_args))
+        metrics = last_metrics
+        if best is not None and any(not torch.equal(best[k], v) for k, v in model.state_dict().items()):
+            model.load_state_dict(best)
+            metrics = evaluate(model, val, nll_samples=nll_samples)
+            which = (f"These are the weights of epoch {result.best_epoch}, which had the best validation loss; the "
+                     f"weights at the end of the run are in `{LAST_DIR}/`.")
+        card = finetune_card(model, metrics=metrics, which=which, **card_args)
+        if out is not None:
+            save_final(model, Path(out), card=card)
+        return FinetuneResult(model=model.eval(), base_model=base, data=description, adaptations=adaptations,
+                              reset_parameters=reset, frozen_parameters=frozen, metrics=metrics,
+                              last_metrics=last_metrics, train=result, card=card,
+                              out=None if out is None else Path(out), sizes={"fit": len(fit_data), "val": len(val)})
+
+
+@contextlib.contextmanager
+def _output_folder(out: str | Path | None, model: nn.Module) -> Iterator[None]:
+    """With ``out``: hold its lock for the run and check it can take both model folders before training."""
+    if out is None:
+        yield
+        return
+    with FolderLock(out):
+        check_writable(Path(out), model, copies=4, what="the best and the last model folders")
+        yield
 
 
 def _split_overrides(overrides: dict[str, Any], variant: Variant) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -274,25 +290,13 @@ def _read_folder(path: Path, input_shape: tuple[int, int, int]) -> tuple[str, Te
 def adapt_images(x: Tensor, input_shape: tuple[int, int, int]) -> tuple[Tensor, list[str]]:
     """``x`` as (N, C, H, W) float images in [0, 1] shaped like ``input_shape``, and what was changed.
 
-    Meaningful changes only: 0-255 pixels are divided by 255; flat rows are reshaped; channels-last
-    arrays are transposed; RGB becomes grey by the mean of its channels and grey becomes RGB by
-    repetition; images are resized bilinearly (antialiased). Anything else (negative pixels, 4
-    channels) is a :class:`DataError`.
+    Meaningful changes only: 8-bit images are divided by 255 (:func:`unit_range`); flat rows are
+    reshaped; channels-last arrays are transposed; RGB becomes grey by the mean of its channels and grey
+    becomes RGB by repetition; images are resized bilinearly (antialiased). Anything else (values
+    outside both [0, 1] and 8-bit images, 4 channels) is a :class:`DataError`.
     """
     c, h, w = input_shape
-    notes = []
-    if x.dtype == torch.uint8:
-        x = x.float() / 255.0
-        notes.append("uint8 pixels 0-255 scaled to [0, 1] (divided by 255)")
-    else:
-        x = x.float()
-        lo, hi = float(x.min()), float(x.max())
-        if lo < 0 or hi > 255:
-            raise DataError(f"pixel values span {lo:.4g}..{hi:.4g}; fine-tuning data must lie in [0, 1] like the "
-                            f"parent's training data (or 0-255, which is divided by 255)")
-        if hi > 1:
-            x = x / 255.0
-            notes.append(f"pixels 0-{hi:g} read as 0-255 and scaled to [0, 1] (divided by 255)")
+    x, notes = unit_range(x)
     if x.dim() == 2:
         side = math.isqrt(x.shape[1])
         shape = (c, h, w) if x.shape[1] == c * h * w else (1, side, side) if side * side == x.shape[1] else None
@@ -320,6 +324,28 @@ def adapt_images(x: Tensor, input_shape: tuple[int, int, int]) -> tuple[Tensor, 
         notes.append(f"resized {x.shape[2]}x{x.shape[3]} -> {h}x{w} (H x W; bilinear, antialiased)")
         x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
     return x.contiguous(), notes
+
+
+def unit_range(x: Tensor) -> tuple[Tensor, list[str]]:
+    """``x`` as float32 in [0, 1], and a note when it was scaled.
+
+    Only data that looks like 8-bit images is divided by 255: integers 0-255 (an integer dtype, or
+    whole-number floats) with a maximum above 1. Data already in [0, 1] (binary 0/1 integers included)
+    is kept. Anything else, e.g. floats in 0..2, is a :class:`DataError` naming the range: dividing it by
+    255 would train on near-black images.
+    """
+    name = str(x.dtype).removeprefix("torch.")
+    values = x.detach().reshape(-1).to(torch.float64)
+    lo, hi = (float(values.min()), float(values.max())) if values.numel() else (0.0, 0.0)
+    integral = not x.is_floating_point() or bool(torch.equal(x, x.round()))
+    if lo >= 0 and hi <= 1:
+        return x.float(), []
+    if lo >= 0 and hi <= 255 and integral:
+        return x.float() / 255.0, [f"{name} pixels 0-255 scaled to [0, 1] (divided by 255)"]
+    kind = "whole numbers" if integral else "not whole numbers"
+    raise DataError(f"pixel values span {lo:.4g}..{hi:.4g} ({name}, {kind}): not 8-bit images (integers 0-255), "
+                    f"which would be divided by 255, and not in [0, 1] like the parent's training data. Scale "
+                    f"them to [0, 1] first (e.g. x / x.max() for intensities, (x - x.min()) / (x.max() - x.min())).")
 
 
 def split_validation(data: TensorData, fraction: float, seed: int) -> tuple[TensorData, TensorData]:

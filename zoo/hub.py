@@ -41,6 +41,13 @@ def parse_hub_name(name: str) -> tuple[str, str | None]:
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise CheckpointError(f"{name!r} is not a Hub model id: write '{HUB_PREFIX}ORG/NAME' "
                               f"or '{HUB_PREFIX}ORG/NAME@REV'")
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except ValueError as err:  # HFValidationError: the Hub's own naming rules
+        raise CheckpointError(f"{repo_id!r} is not a valid Hub repo id: {err} Write '{HUB_PREFIX}ORG/NAME' with "
+                              f"letters, digits, '-', '_' and '.'.") from None
     return repo_id, revision or None
 
 

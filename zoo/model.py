@@ -88,7 +88,7 @@ class ZooModel(nn.Module):
 
         ``name`` is a Hub repo id (``"ORG/NAME"``, or ``"hf-hub:ORG/NAME@REV"``), a registered checkpoint
         name (``"cvae-mnist"``) or a model folder. Resolution, strict loading and errors are
-        :func:`zoo.load`'s; a folder whose variant builds another class is refused before any weight is read.
+        :func:`zoo.load`'s; a folder whose variant builds another class is refused before its weights are loaded.
         """
         from zoo.registry import from_pretrained
 

@@ -84,8 +84,12 @@ class Encoder(nn.Module):
         else:
             import timm  # imported only when a timm backbone is asked for
 
-            self.trunk = timm.create_model(architecture[5:], pretrained=False, num_classes=0,
-                                           in_chans=c + cond_dim)
+            try:
+                self.trunk = timm.create_model(architecture[5:], pretrained=False, num_classes=0,
+                                               in_chans=c + cond_dim)
+            except RuntimeError as err:  # timm: "Unknown model (NAME)"
+                raise ConfigError(f"architecture {architecture!r}: {err}; `timm.list_models()` names the models "
+                                  f"timm knows (e.g. 'timm:resnet18')") from None
             trunk_features = self.trunk.num_features
         self.head = nn.Linear(trunk_features, out_features)
 
@@ -120,6 +124,8 @@ class Decoder(nn.Module):
         self.output_shape = (c, h, w)
         self.cond_dim = cond_dim
         hidden = list(reversed(hidden_dims))
+        if architecture != "mlp" and not hidden:
+            raise ConfigError(f"the {architecture!r} decoder needs at least one entry in hidden_dims (e.g. [32, 64])")
         if architecture == "mlp":
             dims = [latent_dim + cond_dim, *hidden]
             layers: list[nn.Module] = []

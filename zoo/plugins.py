@@ -155,10 +155,10 @@ def _build_registry() -> Registry:
         try:
             pm.register(load(), name=name)
             pm.check_pending()
-        except Exception as err:  # a broken plugin must not take the zoo down with it
+        except (Exception, SystemExit) as err:  # a broken plugin must not take the zoo (or the process) down
             if pm.has_plugin(name):
                 pm.unregister(name=name)
-            fail(name, dist, version, err)
+            fail(name, dist, version, _exit_as_failure(err))
             return
         infos[name] = PluginInfo(name, dist, version, module)
 
@@ -211,9 +211,9 @@ def _build_registry() -> Registry:
                 impl.function(register=register)
             except DuplicateNameError:
                 raise
-            except Exception as err:
+            except (Exception, SystemExit) as err:
                 drop(plugin_name)
-                fail(plugin_name, info.distribution, info.version, err)
+                fail(plugin_name, info.distribution, info.version, _exit_as_failure(err))
 
     collect("zoo_register_variants", Variant, variants, variant_plugin, "variant")
     collect("zoo_register_checkpoints", CheckpointRef, checkpoints, checkpoint_plugin, "checkpoint")
@@ -225,3 +225,10 @@ def _build_registry() -> Registry:
         variant_plugin=variant_plugin,
         checkpoint_plugin=checkpoint_plugin,
     )
+
+
+def _exit_as_failure(err: BaseException) -> BaseException:
+    """A plugin's ``sys.exit()`` as a failure that says so (``SystemExit: 3`` alone names nothing)."""
+    if isinstance(err, SystemExit):
+        return SystemExit(f"the plugin called sys.exit({err.code!r}) while loading")
+    return err

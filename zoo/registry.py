@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from zoo.checkpoints import CheckpointRef
-from zoo.errors import CheckpointError, ConfigError, UnknownNameError
+from zoo.errors import CheckpointError, ConfigError, UnknownNameError, ZooError
 from zoo.plugins import get_registry
 from zoo.variant import Variant
 
@@ -40,9 +40,22 @@ def create(variant: str, config: Any = None, **overrides: Any) -> nn.Module:
     >>> model = zoo.create("vae", latent_dim=8)
     """
     v = get_variant(variant)
-    model = v.build(v.make_config(config, **overrides))
+    model = build(v, v.make_config(config, **overrides))
     model.variant_name = v.name
     return model
+
+
+def build(variant: Variant, config: Any) -> nn.Module:
+    """``variant.build(config)``; a build that fails on a config its checks let through (a third-party
+    plugin without value checks) is a ConfigError naming the variant and the config, not a layer's error."""
+    try:
+        return variant.build(config)
+    except ZooError:
+        raise
+    except (TypeError, ValueError, RuntimeError, IndexError, ZeroDivisionError) as err:
+        reason = (str(err).strip().splitlines() or [""])[0]  # torch appends C++ stack frames
+        raise ConfigError(f"variant {variant.name!r} cannot build a model from {config}: "
+                          f"{type(err).__name__}: {reason}") from err
 
 
 def list_checkpoints(pattern: str | None = None) -> list[str]:
@@ -150,12 +163,14 @@ HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(@[^\s]+)?")
 def _random_init(folder: Path | None, variant: str | None, *, device: Any, dtype: Any,
                  expected_class: type[nn.Module] | None) -> nn.Module:
     """The architecture that ``folder/config.json`` describes, with fresh random weights."""
+    from zoo.devices import resolve_device, resolve_dtype
     from zoo.folder import check_model_class, read_config
 
     name, config = read_config(Path(folder))
     if variant is not None and name != variant:
         raise ConfigError(f"{Path(folder) / 'config.json'} says variant {name!r}, expected {variant!r}")
-    with torch.device(device or "cpu"):
+    with resolve_device(device or "cpu"):
         model = create(name, get_variant(name).config_from_json(config, source=str(folder)))
     check_model_class(model, expected_class, Path(folder))
+    dtype = resolve_dtype(dtype)
     return model.to(dtype=dtype) if dtype is not None else model

@@ -88,16 +88,28 @@ class StepContext:
         finally:
             self._stepping = False
 
-    def end_step(self) -> None:
+    def end_step(self) -> Tensor | None:
         """After every ``train_step``: update the fp16 scale; after the first, warn when a reduced
-        precision was asked for but the variant's ``train_step`` never entered :meth:`autocast`."""
+        precision was asked for but the variant's ``train_step`` never entered :meth:`autocast`.
+
+        With a gradient scaler, returns 1.0 (a tensor on the device, no host sync) when the scaler skipped
+        this step because its gradients overflowed, else 0.0; None without a scaler. The scaler backs
+        its scale off exactly on such a step (``backoff_factor`` < 1), so a smaller scale after
+        ``update()`` means a skipped step.
+        """
+        skipped = None
         if self.scaler is not None:
+            scale = getattr(self.scaler, "_scale", None)  # the scale tensor; None before any loss was scaled
+            before = scale.clone() if isinstance(scale, Tensor) else None
             self.scaler.update()
+            if before is not None:
+                skipped = (self.scaler._scale < before).to(torch.float32).reshape(())
         if not self._checked:
             self._checked = True
             if self.precision != "fp32" and not self._autocast_used:
                 logger.warning("variant %r computes its loss outside step_context().autocast(), so precision=%r "
                                "has no effect: it trains in float32", self._variant, self.precision)
+        return skipped
 
     @contextmanager
     def active(self, optimizers: dict[str, torch.optim.Optimizer], variant: str, *,

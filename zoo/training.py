@@ -30,23 +30,31 @@ from zoo.allocator import release_free_memory, retain_freed_memory
 from zoo.checkpointing import (
     STATE_NAME,
     TrainerState,
-    check_writable,
     load_checkpoint,
+    read_train_config,
     rng_state,
     save_checkpoint,
 )
-from zoo.config import config_to_dict, replace_config
+from zoo.config import check_fields, config_to_dict, replace_config
 from zoo.data import TensorData, as_data, random_shift
-from zoo.distributed import World, local_device, setup
-from zoo.errors import CheckpointError, ConfigError, DataError
+from zoo.devices import resolve_device
+from zoo.distributed import DEFAULT_TIMEOUT, World, setup
+from zoo.errors import CheckpointError, CollectiveTimeoutError, ConfigError, DataError, OutOfMemoryError
 from zoo.logs import RunLog, RunningTerms
 from zoo.losses import unit_range_checked
+from zoo.outputs import FolderLock, check_writable
 from zoo.precision import autocast_factory, check_precision, make_scaler
+from zoo.preflight import check_data
 from zoo.registry import get_variant
+from zoo.resuming import apply_changes, resume_changes
 from zoo.stepping import StepContext
 from zoo.variant import Variant
 
 logger = logging.getLogger(__name__)
+
+#: The term that fp16 runs add: 1 for a step the gradient scaler skipped (overflow), else 0; its mean
+#: over a log row or an epoch is the share of skipped steps.
+SKIPPED_TERM = "fp16_skipped"
 
 
 @dataclass
@@ -84,11 +92,16 @@ class TrainConfig:
     #: CPU with glibc: keep freed memory in the process instead of page-faulting it back every step
     #: (zoo.allocator; about 1.5x faster for the 64x64 conv VAE). The process keeps its peak memory.
     retain_cpu_memory: bool = True
+    #: Several processes (torchrun): seconds a process waits in a collective (gradient averaging, epoch means)
+    #: for the others before the run fails, naming the ranks that did not answer (zoo.distributed).
+    collective_timeout: float = DEFAULT_TIMEOUT
 
     def __post_init__(self) -> None:
+        # lr 0 and max_steps 0 are allowed: gradients without updates, or no step (diagnostics, baselines).
+        check_fields(self, positive=("epochs", "batch_size", "refresh_every", "patience", "log_every",
+                                     "collective_timeout"),
+                     non_negative=("lr", "max_steps", "weight_decay", "seed", "max_shift", "checkpoint_every"))
         check_precision(self.precision)
-        if self.log_every < 1:
-            raise ConfigError(f"log_every must be at least 1 step, got {self.log_every} (no logs: log_dir=None)")
 
 
 @dataclass
@@ -100,15 +113,12 @@ class TrainResult:
     steps: int = 0
     #: 1-based epoch whose weights the model ends with when validation selected them.
     best_epoch: int | None = None
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/None -> cuda when available, else cpu; anything else as given. Under torchrun on GPUs,
-    ``"auto"``/``"cuda"`` is this process's own GPU, ``cuda:LOCAL_RANK``."""
-    device = local_device(device)
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    #: The step a resumed run continued from (None: a fresh run).
+    resumed_from: int | None = None
+    #: Settings a resumed run changed: {name: (checkpoint's value, this run's)} (:mod:`zoo.resuming`).
+    resume_changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    #: fp16: steps the gradient scaler skipped because their gradients overflowed (0 in fp32 and bf16).
+    skipped_steps: int = 0
 
 
 def seed_everything(seed: int) -> None:
@@ -125,7 +135,7 @@ class Trainer:
         self.variant = variant or get_variant(model.variant_name)
         self.config = cfg = replace_config(config or TrainConfig(), overrides, source="train config")
         self.device = resolve_device(cfg.device)
-        self.world = setup(self.device)
+        self.world = setup(self.device, cfg.collective_timeout)
         if cfg.batch_size % self.world.size:
             raise ConfigError(f"batch_size {cfg.batch_size} is the global batch and must divide evenly among the "
                               f"{self.world.size} processes")
@@ -137,6 +147,7 @@ class Trainer:
         self.step = 0
         self._checkpoint = Path(cfg.checkpoint_dir) / STATE_NAME if cfg.checkpoint_dir else None
         self._best: dict[str, Tensor] | None = None  # weights of the best validation epoch so far
+        self._skipped = torch.zeros((), device=self.device)  # fp16: steps the gradient scaler skipped
 
     @property
     def best_weights(self) -> dict[str, Tensor] | None:
@@ -148,6 +159,11 @@ class Trainer:
         """Train; with ``resume=True`` continue from ``checkpoint_dir``'s checkpoint exactly where it
         stopped (same data order, RNG streams, optimiser and scaler state, so the result matches an
         uninterrupted run bit for bit on the same machine and software)."""
+        folder = self.config.checkpoint_dir or self.config.log_dir
+        with FolderLock(folder) if folder is not None and self.world.is_main else nullcontext():
+            return self._fit(train_data, val_data, resume=resume)
+
+    def _fit(self, train_data: Any, val_data: Any, *, resume: bool) -> TrainResult:
         cfg, world = self.config, self.world
         seed_everything(cfg.seed + world.rank)  # each process draws its own noise; the data order is shared
         input_shape = getattr(self.model.config, "input_shape", None)
@@ -158,21 +174,27 @@ class Trainer:
                             f"or a labelled dataset")
         if val is not None and len(val) < world.size:
             raise DataError(f"{len(val)} validation examples are too few to share among {world.size} processes")
+        check_data(self.variant, self.model, {"training data": train, "validation data": val})
         if self.optimizers is None:
             self.optimizers = self.variant.configure_optimizers(self.model, cfg)
         if self._checkpoint is not None and world.is_main:
-            check_writable(self._checkpoint.parent, self.model)
+            check_writable(self._checkpoint.parent, self.model, copies=10, slack_mib=64, what="checkpoints")
         order = torch.Generator().manual_seed(cfg.seed)
         state, sums, self._best = TrainerState(), {}, None
+        changes: dict[str, tuple[Any, Any]] = {}
         if resume:
             if self._checkpoint is None or not self._checkpoint.is_file():
                 raise CheckpointError(f"nothing to resume: no {STATE_NAME} in {cfg.checkpoint_dir!r} "
                                       f"(set checkpoint_dir to the folder of the interrupted run)")
+            changes = resume_changes(read_train_config(self._checkpoint), config_to_dict(cfg), self._checkpoint)
             state, order_state, sums, self._best = load_checkpoint(
                 self._checkpoint, self.model, self.optimizers, self.device, scaler=self.context.scaler,
                 rank=world.rank, world_size=world.size)
             order.set_state(order_state)
             self.step = state.step
+            apply_changes(self.optimizers, changes, self.step, warn=world.is_main)
+        resumed_from = self.step if resume else None
+        self._skipped = torch.tensor(float(state.skipped_steps), device=self.device)
         world.broadcast(self.model)  # every process starts from rank 0's weights, as DDP does
         per_epoch = self._batches_per_epoch(train)
         total = cfg.epochs * per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * per_epoch)
@@ -186,6 +208,19 @@ class Trainer:
         try:
             with self.context.active(self.optimizers, self.variant.name), _range_checked_once(train, val):
                 self._epochs(train, val, order, state, sums, bar, log)
+        except RuntimeError as err:  # torch.OutOfMemoryError (CUDA) and the CPU allocator's are RuntimeErrors
+            if not _out_of_memory(err):
+                raise
+            reason = (str(err).strip().splitlines() or [""])[0]
+            raise OutOfMemoryError(f"out of memory at step {self.step} on {self.device} ({reason}): reduce "
+                                   f"batch_size or the model's sizes (latent_dim, hidden_dims, mc_samples, "
+                                   f"input_shape), or train on a device with more memory") from err
+        except CollectiveTimeoutError as err:
+            kept = (f"The checkpoints written so far in {cfg.checkpoint_dir} are intact: once the silent process's "
+                    f"trouble is found, rerun with --resume (resume=True)" if cfg.checkpoint_dir
+                    else "No checkpoints were kept (checkpoint_dir / --checkpoint-every keeps them)")
+            raise CollectiveTimeoutError(f"{err} at step {self.step}; the run stops. {kept}. The wait is "
+                                         f"collective_timeout (--collective-timeout).") from err
         finally:
             if bar is not None:
                 bar.close()
@@ -196,8 +231,13 @@ class Trainer:
         if self._best is not None and cfg.keep_best:
             self.model.load_state_dict(self._best)
         self.model.eval()
+        skipped = int(self._skipped.item())
+        if skipped:
+            logger.warning("fp16: %d of %d steps were skipped: the gradient scaler found inf/NaN gradients and backed "
+                           "its scale off; if this goes on, train in bf16 or fp32", skipped, self.step)
         return TrainResult(history=state.history, val_history=state.val_history, steps=self.step,
-                           best_epoch=state.best_epoch)
+                           best_epoch=state.best_epoch, resumed_from=resumed_from, resume_changes=changes,
+                           skipped_steps=skipped)
 
     def _epochs(self, train: TensorData, val: TensorData | None, order: torch.Generator, state: TrainerState,
                 sums: dict[str, Tensor], bar: Any, log: RunLog | None) -> None:
@@ -241,6 +281,7 @@ class Trainer:
             log.flush()
         if self.world.is_main:
             state.step = self.step
+            state.skipped_steps = int(self._skipped.item())
             save_checkpoint(self._checkpoint, state, self.model, self.optimizers, order_state, sums, self._best,
                             config_to_dict(self.config), scaler=self.context.scaler, rng_states=rng)
 
@@ -265,8 +306,12 @@ class Trainer:
             batch = self.world.shard(batch)
             if cfg.max_shift:
                 batch = (random_shift(batch[0], cfg.max_shift), *batch[1:])
-            terms.add(self.variant.train_step(self.model, batch, self.optimizers, step=self.step))
-            self.context.end_step()
+            out = self.variant.train_step(self.model, batch, self.optimizers, step=self.step)
+            skipped = self.context.end_step()
+            if skipped is not None:  # fp16: shown and logged with the terms, counted for the result
+                out = {**out, SKIPPED_TERM: skipped}
+                self._skipped += skipped
+            terms.add(out)
             self.step += 1
             if bar is not None:
                 bar.update(1)
@@ -341,6 +386,11 @@ def _range_checked_once(train: Any, val: Any) -> AbstractContextManager[object]:
     if all(isinstance(d, TensorData) for d in datasets):
         return unit_range_checked(*(d.x for d in datasets))
     return nullcontext()
+
+
+def _out_of_memory(err: RuntimeError) -> bool:
+    """Whether torch ran out of memory: a CUDA OutOfMemoryError, or the CPU allocator's failure."""
+    return isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in str(err)
 
 
 def _progress(total: int, desc: str, enabled: bool) -> Any:

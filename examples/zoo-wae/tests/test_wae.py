@@ -32,3 +32,14 @@ def test_mmd_is_small_for_prior_samples_and_large_for_shifted_codes():
     prior = torch.randn(400, 4, generator=gen)
     assert abs(float(imq_mmd(torch.randn(400, 4, generator=gen), prior))) < 0.01
     assert float(imq_mmd(torch.randn(400, 4, generator=gen) + 3.0, prior)) > 0.1
+
+
+def test_config_values_are_checked():
+    from zoo_wae import WAEConfig
+
+    from zoo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="latent_dim must be at least 1, got 0"):
+        WAEConfig(latent_dim=0)
+    with pytest.raises(ConfigError, match="mmd_weight must be at least 0"):
+        WAEConfig(mmd_weight=-1.0)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 import zoo
+from zoo.config import check_fields
 from zoo.losses import squared_error
 from zoo.model import ZooModel
 from zoo.nets import Decoder, Encoder
@@ -38,6 +39,11 @@ class WAEConfig:
     mmd_weight: float = 10.0
     #: Prior scale sigma used in the kernel constant C = 2 * latent_dim * sigma^2.
     kernel_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        # Types against the annotations, and sizes and weights in range: a ConfigError naming the key.
+        check_fields(self, positive=("input_shape", "latent_dim", "hidden_dims", "kernel_scale"),
+                     non_negative=("mmd_weight",))
 
 
 class WAEModel(ZooModel):
