@@ -26,6 +26,7 @@ bench: $(BIN)/zoo
 	$(MAKE) bench-pythae-env || echo "pythae could not be installed: bench.py runs without it"
 	$(BIN)/python benchmarks/bench.py
 	$(BIN)/python benchmarks/bench_paths.py
+	$(BIN)/python benchmarks/bench_diffusers.py
 
 # pythae in an environment of its own, with the zoo's torch: it is not a dependency of the zoo (it
 # saves models with cloudpickle and installs the old `dataclasses` backport). bench.py skips pythae,

@@ -54,6 +54,8 @@ def make(recipe: Recipe, out_root: Path = HERE, progress: bool = True,
     result = zoo.train(model, fit, val_data=val, progress=progress, **recipe.train)
     seconds = time.time() - start
     model.cpu().eval()
+    if recipe.fit_scaling_factor:
+        model.fit_scaling_factor(fit.x)
     metrics = evaluate(model, test, nll_samples=recipe.nll_samples, dataset=recipe.dataset)
     training = {
         "data": PROTOCOLS[recipe.dataset],

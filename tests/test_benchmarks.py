@@ -19,6 +19,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import bench  # noqa: E402  (a script folder, not a package)
+import bench_diffusers  # noqa: E402
 import bench_paths  # noqa: E402
 from common import EpochTimer, in_fresh_process, write_doc  # noqa: E402
 
@@ -47,6 +48,23 @@ def test_mlp_check_catches_a_different_loss(mnist: torch.Tensor, monkeypatch: py
     monkeypatch.setattr(bench.HandVAE, "loss", without_kl)
     with pytest.raises(AssertionError):
         bench.check_same_model(mnist)
+
+
+def test_diffusers_fine_tuning_sides_compute_the_same_loss(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = bench_diffusers.images(4, bench_diffusers.TINY["sample_size"], seed=9)
+    bench_diffusers.check_same_loss(bench_diffusers.TINY, x)
+    direct = bench_diffusers.direct_model(bench_diffusers.TINY, 0)
+    trainable = {n for n, p in direct.named_parameters() if p.requires_grad}
+    assert trainable and not any(n.startswith(bench_diffusers.FROZEN) for n in trainable)
+
+    def squared(vae: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:  # L2 instead of the Laplace NLL
+        x = x * 2 - 1
+        posterior = vae.encode(x).latent_dist
+        return (x - vae.decode(posterior.sample()).sample).pow(2).flatten(1).sum(1).mean()
+
+    monkeypatch.setattr(bench_diffusers, "direct_loss", squared)
+    with pytest.raises(AssertionError):
+        bench_diffusers.check_same_loss(bench_diffusers.TINY, x)
 
 
 def test_conv_vae_sides_compute_the_same_loss() -> None:

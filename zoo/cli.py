@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reset-head", action="store_true",
                    help="re-initialise only the weights whose shape a config change alters (e.g. cvae with another "
                         "number of classes) and load all others")
+    p.add_argument("--crop-size", type=int, default=None, metavar="PIXELS",
+                   help="train on random PIXELS x PIXELS crops of images of any size (an image folder) instead of "
+                        "resizing them: for fully convolutional models such as autoencoder-kl")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="model config override, repeatable, e.g. --set beta=2 --set warmup_steps=500")
     p.add_argument("--val-fraction", type=float, default=None,
@@ -125,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, default=None, metavar="DIR",
                    help="also write DIR/report.md with per-latent numbers and every picture that applies")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", help="write a model in another library's folder layout (diffusers)")
+    p.add_argument("model", help="a checkpoint name, hf-hub:ORG/NAME or a saved folder")
+    p.add_argument("--format", required=True, help="the layout: diffusers")
+    p.add_argument("--out", required=True, type=Path, help="the folder to write")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("push", help="publish a model folder to the Hugging Face Hub")
     p.add_argument("folder", type=Path)
@@ -314,7 +323,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
                "nll_samples": args.nll_samples if main_process else 0, "precision": args.precision,
                "checkpoint_dir": str(args.out / "checkpoints") if checkpoints else None,
                "log_dir": str(args.out / "logs") if args.log_every is not None else None, "log_every": args.log_every,
-               "collective_timeout": args.collective_timeout}
+               "collective_timeout": args.collective_timeout, "crop_size": args.crop_size}
     parent = load_any(args.name)
     config_class = get_variant(parent.variant_name).config_class
     overrides = dict(parse_override(item, config_class) for item in args.overrides)
@@ -324,6 +333,16 @@ def cmd_finetune(args: argparse.Namespace) -> None:
                       **{k: v for k, v in options.items() if v is not None})
     if main_process:
         print(result.report())
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    """``save_pretrained(OUT, format=...)`` of a loaded model, with its card (provenance) beside the files."""
+    model = load_any(args.model)
+    folder = model.pretrained_info.get("path")
+    card = Path(folder) / "README.md" if folder else None
+    model.save_pretrained(args.out, format=args.format,
+                          card=card.read_text() if card is not None and card.is_file() else None)
+    print(f"wrote {args.out}/ in {args.format}'s layout: " + ", ".join(sorted(p.name for p in args.out.iterdir())))
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -385,20 +404,20 @@ def cmd_fetch(args: argparse.Namespace) -> None:
     from zoo.registry import get_checkpoint
 
     if args.name.startswith(hub.HUB_PREFIX):
-        repo_id, revision = hub.parse_hub_name(args.name)
+        repo_id, revision, subfolder = hub.parse_hub_name(args.name)
     else:
         ref = get_checkpoint(args.name)
         if ref.hub_repo is None:
             raise ZooError(f"checkpoint {args.name!r} is bundled with its plugin ({ref.folder}) and not "
                            f"published on the Hub: nothing to fetch")
-        repo_id, revision = ref.hub_repo, ref.revision
+        repo_id, revision, subfolder = ref.hub_repo, ref.revision, None
     revision = args.revision or revision
     if hub.is_offline():  # nothing to download: report what the cache holds (or the way out)
-        res = hub.resolve(repo_id, revision)
+        res = hub.resolve(repo_id, revision, subfolder=subfolder)
     else:  # always ask the Hub, so a branch name (main) moves to its newest commit instead of the cached one
         res = hub.HubResolution()
-        res.folder = hub.download(repo_id, revision, cache_dir=None, res=res, force=args.force)
-        res.commit = res.folder.name
+        res.folder = hub.download(repo_id, revision, cache_dir=None, res=res, force=args.force, subfolder=subfolder)
+        res.commit = hub.commit_of(res.folder, subfolder)
     print(f"{repo_id}@{res.commit}: {res.folder}")
 
 

@@ -1,11 +1,16 @@
 """What the zoo's tools ask of a model, in one place: its variant's capabilities, its labels, its
-posterior, and how a latent of any shape is summarised unit by unit.
+posterior, images in the zoo's range, and how a latent of any shape is summarised unit by unit.
 
 A tool (evaluation, pictures, reports, experiments, fine-tuning) never reads a variant's config keys
 or calls undocumented methods: it asks these functions and the documented :class:`~zoo.model.ZooModel`
-methods. A **latent unit** is one index along the first latent dimension: a latent of a flat latent
-``(D,)``, a channel of a spatial latent ``(C, h, w)``; per-unit numbers of a spatial latent are summed
-(KL, nats) or averaged (variances) over the positions, and tools say so.
+methods. The zoo's data are images in [0, 1]; a model that works on another range (``image_range``,
+e.g. (-1, 1) for latent-diffusion autoencoders) is handed and read through :func:`model_input` and
+:func:`unit_images`, which the helpers here (:func:`posterior_of`, :func:`decode_images`,
+:func:`reconstruct`, :func:`sample_images`, :func:`likelihood_nll`) apply.
+
+A **latent unit** is one index along the first latent dimension: a latent of a flat latent ``(D,)``, a
+channel of a spatial latent ``(C, h, w)``; per-unit numbers of a spatial latent are summed (KL, nats)
+or averaged (variances) over the positions, and tools say so.
 """
 
 from __future__ import annotations
@@ -66,10 +71,55 @@ def labels_for(model: nn.Module, y: Tensor | int | None) -> Tensor | int | None:
     return y if has(model, "conditional") else None
 
 
+def image_range(model: nn.Module) -> tuple[float, float]:
+    """The (low, high) range of the images ``model`` takes and returns ((0, 1) unless it declares another)."""
+    low, high = getattr(model, "image_range", (0.0, 1.0))
+    return float(low), float(high)
+
+
+def model_input(model: nn.Module, x: Tensor) -> Tensor:
+    """Images in [0, 1] mapped linearly into the model's ``image_range`` (unchanged for (0, 1))."""
+    low, high = image_range(model)
+    return x if (low, high) == (0.0, 1.0) else x * (high - low) + low
+
+
+def unit_images(model: nn.Module, images: Tensor) -> Tensor:
+    """The model's images mapped from its ``image_range`` back to [0, 1] (not clamped)."""
+    low, high = image_range(model)
+    return images if (low, high) == (0.0, 1.0) else (images - low) / (high - low)
+
+
 def posterior_of(model: nn.Module, x: Tensor, y: Tensor | int | None = None) -> Posterior:
-    """``model.encode(x, y)`` as a :class:`Posterior` (labels passed to conditional models only)."""
+    """``model.encode(x, y)`` of images ``x`` in [0, 1] as a :class:`Posterior` (labels passed to
+    conditional models only)."""
     y = labels_for(model, y)
+    x = model_input(model, x)
     return as_posterior(model.encode(x) if y is None else model.encode(x, y))
+
+
+def decode_images(model: nn.Module, z: Tensor, y: Tensor | int | None = None) -> Tensor:
+    """``model.decode(z, y)`` as images in [0, 1] (labels for conditional models only; not clamped)."""
+    y = labels_for(model, y)
+    return unit_images(model, model.decode(z) if y is None else model.decode(z, y))
+
+
+def reconstruct(model: nn.Module, x: Tensor, y: Tensor | int | None = None) -> Tensor:
+    """``model(x, y)`` for images in [0, 1], as images in [0, 1] (not clamped)."""
+    y = labels_for(model, y)
+    x = model_input(model, x)
+    return unit_images(model, model(x) if y is None else model(x, y))
+
+
+def sample_images(model: nn.Module, n: int, y: Tensor | int | None = None,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """``model.sample(n, y, generator)`` as images in [0, 1] (not clamped)."""
+    return unit_images(model, model.sample(n, y=labels_for(model, y), generator=generator))
+
+
+def likelihood_nll(model: nn.Module, x: Tensor, z: Tensor, y: Tensor | int | None = None) -> Tensor:
+    """``model.reconstruction_nll`` of images ``x`` in [0, 1] (handed over in the model's range) given codes ``z``."""
+    y = labels_for(model, y)
+    return model.reconstruction_nll(model_input(model, x), z, y)
 
 
 def latent_shape(model: nn.Module) -> tuple[int, ...]:

@@ -69,3 +69,7 @@ class CollectiveTimeoutError(ZooError):
 
 class OutOfMemoryError(ZooError, MemoryError):
     """Training needed more memory than the device has; the message says which sizes to reduce."""
+
+
+class MissingDependencyError(ZooError, ImportError):
+    """A feature needs an optional package that is not installed; the message says what to install."""

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from zoo.config import replace_config
 from zoo.contract import has
+from zoo.crops import ImageCrops, read_images
 from zoo.data import (
     DATASETS,
     TENSOR_FILES,
@@ -74,6 +75,8 @@ class FinetuneResult:
     adaptations: list[str]
     #: Parameters re-initialised by ``reset_head`` (all others were loaded from the parent).
     reset_parameters: list[str]
+    #: Parameters the parent does not have (a config change added them), initialised fresh.
+    added_parameters: list[str]
     #: Parameters held fixed by ``freeze``.
     frozen_parameters: list[str]
     #: Metrics of ``model`` on the held-out validation part (:func:`zoo.evaluation.evaluate`).
@@ -108,7 +111,7 @@ def finetune(model_or_name: str | nn.Module, data: Any, *, out: str | Path | Non
              freeze: str | Sequence[str] | None = None, reset_head: bool = False,
              config_overrides: dict[str, Any] | None = None,
              val_fraction: float = 0.1, nll_samples: int = 100, resume: bool = False, command: str | None = None,
-             **overrides: Any) -> FinetuneResult:
+             crop_size: int | None = None, **overrides: Any) -> FinetuneResult:
     """Fine-tune a pretrained model on ``data``; the parent is left untouched.
 
     >>> result = zoo.finetune("vae-mnist", "my_digits/", out="runs/ft", epochs=5, freeze="encoder")
@@ -122,7 +125,10 @@ def finetune(model_or_name: str | nn.Module, data: Any, *, out: str | Path | Non
     ``cvae``, data with another number of classes sets ``num_classes``) needs ``reset_head=True``.
     ``freeze`` keeps those parts' weights fixed and out of the optimiser: it names any top-level module of the
     model (``"encoder"``, ``"decoder"``, a list such as ``["encoder", "codebook"]``, or ``"encoder,codebook"``).
-    ``val_fraction`` of the data (seeded by ``seed``) is held out for early stopping and
+    ``crop_size`` trains a fully convolutional model (the latent-diffusion autoencoders) on random
+    ``crop_size`` x ``crop_size`` crops of images of any size (an image folder or an (N, C, H, W) tensor; a
+    new crop of every image each epoch; centred crops for validation) instead of resizing every image to the
+    model's input size. ``val_fraction`` of the data (seeded by ``seed``) is held out for early stopping and
     for the card's metrics (``nll_samples`` importance samples for the NLL). With ``out``, the best
     weights go to ``out`` and the last epoch's to ``out/last``; ``resume=True`` (or
     ``checkpoint_every``) uses ``out/checkpoints`` as ``zoo train`` does. ``command`` is what the card
@@ -143,14 +149,21 @@ def finetune(model_or_name: str | nn.Module, data: Any, *, out: str | Path | Non
     train_config = replace_config(TrainConfig(), settings, source="finetune settings")
     config = variant.make_config(parent.config, **model_settings)
 
-    description, tensors, adaptations = read_data(data, config.input_shape)
-    config, from_data = _fit_num_classes(variant, config, tensors.y, "num_classes" in model_settings)
+    if crop_size is None:
+        description, tensors, adaptations = read_data(data, config.input_shape)
+        config, from_data = _fit_num_classes(variant, config, tensors.y, "num_classes" in model_settings)
+    else:
+        description, images, adaptations = _read_crops(data, variant, config, crop_size)
+        from_data = set()
     seed_everything(train_config.seed)  # the re-initialised weights, if any, are seeded too
     base = base_model_name(parent)
-    model, reset = rebuild(parent, variant, config, reset_head=reset_head, from_data=from_data,
-                           parent_name=base or "the parent")
-    frozen = _freeze(model, freeze, keep_trainable=set(reset))
-    fit_data, val = split_validation(tensors, val_fraction, train_config.seed)
+    model, reset, added = rebuild(parent, variant, config, reset_head=reset_head, from_data=from_data,
+                                  parent_name=base or "the parent")
+    frozen = _freeze(model, freeze, keep_trainable=set(reset) | set(added))
+    if crop_size is None:
+        fit_data, val = split_validation(tensors, val_fraction, train_config.seed)
+    else:
+        fit_data, val = split_crops(images, crop_size, val_fraction, train_config.seed)
 
     trainer = Trainer(model, train_config, variant=variant)
     if frozen:
@@ -167,7 +180,8 @@ def finetune(model_or_name: str | nn.Module, data: Any, *, out: str | Path | Non
                                                       "val_fraction": val_fraction, "nll_samples": nll_samples,
                                                       "resume": resume, **overrides})
         card_args = {"base": base, "data": data, "description": description, "adaptations": adaptations,
-                     "reset": reset, "freeze": freeze, "frozen": frozen, "config": train_config, "call": call,
+                     "reset": reset, "added": added, "freeze": freeze, "frozen": frozen, "config": train_config,
+                     "call": call,
                      "result": result, "sizes": (len(fit_data), len(val)), "nll_samples": nll_samples,
                      "overrides": model_settings}
         which = "These are the weights at the end of the run."
@@ -185,7 +199,8 @@ def finetune(model_or_name: str | nn.Module, data: Any, *, out: str | Path | Non
         if out is not None:
             save_final(model, Path(out), card=card)
         return FinetuneResult(model=model.eval(), base_model=base, data=description, adaptations=adaptations,
-                              reset_parameters=reset, frozen_parameters=frozen, metrics=metrics,
+                              reset_parameters=reset, added_parameters=added, frozen_parameters=frozen,
+                              metrics=metrics,
                               last_metrics=last_metrics, train=result, card=card,
                               out=None if out is None else Path(out), sizes={"fit": len(fit_data), "val": len(val)})
 
@@ -348,20 +363,43 @@ def unit_range(x: Tensor) -> tuple[Tensor, list[str]]:
                     f"them to [0, 1] first (e.g. x / x.max() for intensities, (x - x.min()) / (x.max() - x.min())).")
 
 
+def _read_crops(data: Any, variant: Variant, config: Any, size: int) -> tuple[str, list[Tensor], list[str]]:
+    """The images crops are cut from (:func:`zoo.crops.read_images`), for an unconditional model."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ConfigError(f"crop_size must be a positive number of pixels, got {size!r}")
+    if variant.conditional:
+        raise ConfigError(f"crops are unlabelled, and {variant.name!r} is conditional: fine-tune it without "
+                          f"crop_size on labelled data")
+    return read_images(data, config.input_shape[0], size)
+
+
+def split_crops(images: list[Tensor], size: int, fraction: float, seed: int) -> tuple[ImageCrops, ImageCrops]:
+    """(random crops of the fit part, centred crops of the validation part), the parts drawn as
+    :func:`split_validation` draws them."""
+    fit, val = validation_split(len(images), fraction, seed)
+    return (ImageCrops([images[i] for i in fit], size, random=True),
+            ImageCrops([images[i] for i in val], size, random=False))
+
+
 def split_validation(data: TensorData, fraction: float, seed: int) -> tuple[TensorData, TensorData]:
     """(fit part, validation part): ``fraction`` of the examples (at least one) drawn with ``seed``."""
-    if not 0 < fraction < 1:
-        raise ConfigError(f"val_fraction must lie strictly between 0 and 1, got {fraction}")
-    n = len(data)
-    n_val = max(1, round(n * fraction))
-    if n_val >= n:
-        raise DataError(f"{n} examples are too few to hold out {fraction:.0%} for validation and train on the rest")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    fit, val = validation_split(len(data), fraction, seed)
 
     def part(idx: Tensor) -> TensorData:
         return TensorData(data.x[idx], None if data.y is None else data.y[idx])
 
-    return part(order[n_val:]), part(order[:n_val])
+    return part(fit), part(val)
+
+
+def validation_split(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """(indices to train on, indices held out): ``fraction`` of ``n`` examples (at least one), drawn with ``seed``."""
+    if not 0 < fraction < 1:
+        raise ConfigError(f"val_fraction must lie strictly between 0 and 1, got {fraction}")
+    n_val = max(1, round(n * fraction))
+    if n_val >= n:
+        raise DataError(f"{n} examples are too few to hold out {fraction:.0%} for validation and train on the rest")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[n_val:], order[:n_val]
 
 
 # -- the model ----------------------------------------------------------------------------------------
@@ -383,18 +421,21 @@ def _fit_num_classes(variant: Variant, config: Any, y: Tensor | None, explicit: 
 
 
 def rebuild(parent: nn.Module, variant: Variant, config: Any, *, reset_head: bool, from_data: set[str],
-            parent_name: str) -> tuple[nn.Module, list[str]]:
+            parent_name: str) -> tuple[nn.Module, list[str], list[str]]:
     """The parent itself when ``config`` is its own; otherwise a model built from ``config`` with every
-    parent weight whose name and shape still fit loaded, and the names of the others (re-initialised).
+    parent weight whose name and shape still fit loaded; and the names of the weights whose shape changed
+    (re-initialised) and of those the parent does not have (new, e.g. a discriminator switched on).
 
     A shape change without ``reset_head`` is a :class:`ConfigError` naming the config keys that
-    differ, both values, the parameters concerned and the options.
+    differ, both values, the parameters concerned and the options; new weights need no permission, since
+    nothing of the parent's is discarded for them.
     """
     if config == parent.config:
-        return parent, []
+        return parent, [], []
     model = create(variant.name, config)
     source, target = parent.state_dict(), model.state_dict()
-    reset = sorted(k for k, v in target.items() if k not in source or source[k].shape != v.shape)
+    added = sorted(k for k in target if k not in source)
+    reset = sorted(k for k, v in target.items() if k in source and source[k].shape != v.shape)
     if reset and not reset_head:
         changes = "; ".join(
             f"{f.name}: {getattr(parent.config, f.name)!r} in {parent_name}, {getattr(config, f.name)!r} "
@@ -408,7 +449,7 @@ def rebuild(parent: nn.Module, variant: Variant, config: Any, *, reset_head: boo
                           f"with the new config: every weight whose shape still fits is loaded from {parent_name} "
                           f"and only those listed are re-initialised.{hint}")
     model.load_state_dict({k: v for k, v in source.items() if k in target and k not in reset}, strict=False)
-    return model, reset
+    return model, reset, added
 
 
 def freeze_parts(freeze: str | Sequence[str] | None) -> list[str]:
@@ -467,7 +508,8 @@ def _call(model_or_name: Any, data: Any, options: dict[str, Any]) -> str:
 
 
 def finetune_card(model: nn.Module, *, base: str | None, data: Any, description: str, adaptations: list[str],
-                  reset: list[str], freeze: str | Sequence[str] | None, frozen: list[str], config: TrainConfig,
+                  reset: list[str], added: list[str], freeze: str | Sequence[str] | None, frozen: list[str],
+                  config: TrainConfig,
                   call: str,
                   result: TrainResult, sizes: tuple[int, int], nll_samples: int, overrides: dict[str, Any],
                   metrics: dict[str, Any], which: str) -> str:
@@ -481,6 +523,8 @@ def finetune_card(model: nn.Module, *, base: str | None, data: Any, description:
              "- Input adaptation: " + ("; ".join(adaptations) or "none (the data fitted the model as it was)") + ".",
              "- Re-initialised (reset_head): " + (", ".join(f"`{n}`" for n in reset) + "; every other weight was "
                                                   "loaded from the parent." if reset else "nothing."),
+             "- New (not in the parent, initialised fresh): " + (f"{len(added)} tensors ({_modules_of(added)})"
+                                                                 if added else "nothing."),
              f"- Frozen: {', '.join(freeze_parts(freeze))} ({len(frozen)} tensors held fixed)." if frozen
              else "- Frozen: nothing.",
              "- Metrics below: validation part" + (f", NLL with {nll_samples} importance samples."
@@ -494,3 +538,8 @@ def finetune_card(model: nn.Module, *, base: str | None, data: Any, description:
                   "patience": config.patience, "seed": config.seed, "freeze": ", ".join(freeze_parts(freeze)) or "none",
                   "reset_head": bool(reset), "config overrides": overrides or "none"},
         base_model=base)
+
+
+def _modules_of(names: list[str]) -> str:
+    """The top-level modules a list of parameter names belongs to, e.g. ``discriminator``."""
+    return ", ".join(f"`{m}`" for m in sorted({name.split(".")[0] for name in names}))

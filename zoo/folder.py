@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -102,6 +103,28 @@ def save_folder(model: nn.Module, directory: str | Path, *, card: str | None = N
     return directory
 
 
+def export_folder(model: nn.Module, directory: str | Path, format: str, *, card: str | None = None) -> Path:
+    """Write ``model`` in another library's layout (``model.export(format, ...)``) into ``directory``, with a
+    README.md card (``card``, else the folder's existing one, else a minimal one). The files are written
+    into a fresh folder beside ``directory`` and moved in one by one, weights first and config.json last."""
+    formats = getattr(model, "export_formats", ())
+    if format not in formats:
+        raise ConfigError(f"a {getattr(model, 'variant_name', '') or type(model).__name__!r} model saves as 'zoo'"
+                          + "".join(f" or {f!r}" for f in formats) + f", not {format!r}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+    try:
+        model.export(format, staging)
+        if card is not None or not (directory / CARD_NAME).exists():
+            (staging / CARD_NAME).write_text(card if card is not None else default_card(model))
+        for path in sorted(staging.iterdir(), key=lambda p: p.name == CONFIG_NAME):
+            os.replace(path, directory / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory
+
+
 def default_card(model: nn.Module) -> str:
     """A minimal model card with Hub front matter, for folders saved without one."""
     from huggingface_hub import ModelCardData
@@ -143,17 +166,39 @@ def read_config_block(directory: Path) -> tuple[str, dict[str, Any], dict[str, A
 
 def load_folder(directory: str | Path, *, device: str | torch.device | None = None,
                 dtype: str | torch.dtype | None = None, expected_variant: str | None = None,
-                info: dict[str, Any] | None = None, expected_class: type[nn.Module] | None = None) -> nn.Module:
+                info: dict[str, Any] | None = None, expected_class: type[nn.Module] | None = None,
+                weights_variant: str | None = None) -> nn.Module:
     """Build the model that ``config.json`` describes and load its weights strictly, in eval mode.
 
     The weights must be those config.json was saved with (their content hashes agree; a save in
     progress is waited out by reading again), saved from the variant config.json names, and intact
     (their content hash, or for weights without one, finite values). ``expected_class``
-    (``SomeModel.from_pretrained``) refuses a folder whose variant builds another class.
+    (``SomeModel.from_pretrained``) refuses a folder whose variant builds another class. A folder in
+    diffusers' layout (config.json with ``_class_name``) is read by :mod:`zoo.diffusers_layout`
+    (``weights_variant``: ``"fp16"`` for ``diffusion_pytorch_model.fp16.safetensors``).
     """
-    from zoo.registry import build, get_variant
+    from zoo.diffusers_layout import diffusers_config, load_diffusers_folder
 
     directory = Path(directory)
+    resolved_device = resolve_device(device) if device is not None else torch.device("cpu")
+    foreign = None if directory.is_file() else diffusers_config(directory)
+    if foreign is not None:
+        model = load_diffusers_folder(directory, foreign, device=resolved_device, weights_variant=weights_variant,
+                                      expected_class=expected_class, expected_variant=expected_variant)
+    else:
+        model = _load_zoo_folder(directory, resolved_device, expected_variant, expected_class)
+    dtype = resolve_dtype(dtype)
+    if dtype is not None:
+        model.to(dtype=dtype)
+    model.pretrained_info = {"source": "local-dir", "path": str(directory), **(info or {})}
+    return model.eval()
+
+
+def _load_zoo_folder(directory: Path, device: torch.device, expected_variant: str | None,
+                     expected_class: type[nn.Module] | None) -> nn.Module:
+    """The model of a folder in the zoo's own layout, its weights checked and loaded."""
+    from zoo.registry import build, get_variant
+
     check_folder(directory)
     variant_name, config_dict, tensors, metadata, torn = _read_one_save(directory)
     if expected_variant and variant_name != expected_variant:
@@ -166,8 +211,6 @@ def load_folder(directory: str | Path, *, device: str | torch.device | None = No
                               f"weights disagree. Set "
                               f"{RESERVED_KEY}.variant back to {saved_from!r}, or save the model again.")
     config = variant.config_from_json(config_dict, source=str(directory / CONFIG_NAME))
-    device = resolve_device(device) if device is not None else torch.device("cpu")
-    dtype = resolve_dtype(dtype)
     with device:
         model = build(variant, config)
     model.variant_name = variant_name
@@ -180,10 +223,7 @@ def load_folder(directory: str | Path, *, device: str | torch.device | None = No
                               f"again, or copy both files from one save.")
     verify_weights(directory / WEIGHTS_NAME, tensors, metadata)
     model.load_state_dict(tensors, strict=True)
-    if dtype is not None:
-        model.to(dtype=dtype)
-    model.pretrained_info = {"source": "local-dir", "path": str(directory), **(info or {})}
-    return model.eval()
+    return model
 
 
 def check_model_class(model: nn.Module, expected_class: type[nn.Module] | None, directory: Path) -> None:

@@ -1,6 +1,8 @@
 """Hugging Face Hub I/O, local first.
 
-A Hub repo holds the one folder layout (config.json, model.safetensors, README.md). Resolution
+A Hub repo (or a subfolder of one, as a pipeline repo's ``vae/``) holds the one folder layout
+(config.json, model.safetensors, README.md), or diffusers' (config.json with ``_class_name``,
+``diffusion_pytorch_model[.fp16].safetensors``; :mod:`zoo.diffusers_layout`). Resolution
 looks in the Hugging Face cache **without any network call** (``try_to_load_from_cache`` on the
 requested revision) and downloads only when nothing says offline (``HF_HUB_OFFLINE=1`` or
 ``local_files_only=True``). Everything goes through the unmodified ``huggingface_hub`` client, so
@@ -10,12 +12,14 @@ requested revision) and downloads only when nothing says offline (``HF_HUB_OFFLI
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from zoo.errors import CheckpointError
-from zoo.folder import CONFIG_NAME, FOLDER_FILES, WEIGHTS_NAME
+from zoo.folder import CARD_NAME, CONFIG_NAME, FOLDER_FILES, WEIGHTS_NAME
 
 HUB_PREFIX = "hf-hub:"
 REQUIRED_FILES = (CONFIG_NAME, WEIGHTS_NAME)
@@ -34,13 +38,18 @@ class HubResolution:
     looked: list[str] = field(default_factory=list)
 
 
-def parse_hub_name(name: str) -> tuple[str, str | None]:
-    """``hf-hub:org/name[@rev]`` (prefix optional) -> (repo_id, revision or None)."""
+def parse_hub_name(name: str) -> tuple[str, str | None, str | None]:
+    """``hf-hub:ORG/NAME[/SUBFOLDER][@REV]`` (prefix optional) -> (repo_id, revision or None, subfolder or None).
+
+    A subfolder is a folder of the repo holding one model, as a pipeline repo's ``vae/``:
+    ``hf-hub:stabilityai/stable-diffusion-xl-base-1.0/vae``."""
     body = name[len(HUB_PREFIX):] if name.startswith(HUB_PREFIX) else name
-    repo_id, _, revision = body.partition("@")
-    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise CheckpointError(f"{name!r} is not a Hub model id: write '{HUB_PREFIX}ORG/NAME' "
-                              f"or '{HUB_PREFIX}ORG/NAME@REV'")
+    path, _, revision = body.partition("@")
+    parts = path.split("/")
+    if len(parts) < 2 or not all(parts):
+        raise CheckpointError(f"{name!r} is not a Hub model id: write '{HUB_PREFIX}ORG/NAME', "
+                              f"'{HUB_PREFIX}ORG/NAME@REV' or '{HUB_PREFIX}ORG/NAME/SUBFOLDER'")
+    repo_id, subfolder = "/".join(parts[:2]), "/".join(parts[2:]) or None
     from huggingface_hub.utils import validate_repo_id
 
     try:
@@ -48,7 +57,9 @@ def parse_hub_name(name: str) -> tuple[str, str | None]:
     except ValueError as err:  # HFValidationError: the Hub's own naming rules
         raise CheckpointError(f"{repo_id!r} is not a valid Hub repo id: {err} Write '{HUB_PREFIX}ORG/NAME' with "
                               f"letters, digits, '-', '_' and '.'.") from None
-    return repo_id, revision or None
+    if subfolder is not None and any(part in (".", "..") for part in parts[2:]):
+        raise CheckpointError(f"{name!r}: a subfolder is a plain folder of the repo (e.g. 'vae'), not {subfolder!r}")
+    return repo_id, revision or None, subfolder
 
 
 def is_offline(local_files_only: bool | None = None) -> bool:
@@ -59,43 +70,105 @@ def is_offline(local_files_only: bool | None = None) -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
-def cached_folder(repo_id: str, revision: str | None = None, cache_dir: str | Path | None = None) -> Path | None:
-    """The cached snapshot folder holding config.json and model.safetensors, or None. No network."""
+def _in(subfolder: str | None, name: str) -> str:
+    return f"{subfolder}/{name}" if subfolder else name
+
+
+def weight_candidates(weights_variant: str | None) -> tuple[str, ...]:
+    """Weight file names a model folder may hold: the zoo's, then diffusers' (the asked variant, or the usual)."""
+    from zoo.diffusers_layout import weights_file_name
+
+    if weights_variant is not None:
+        return (weights_file_name(weights_variant),)
+    return (WEIGHTS_NAME, *(weights_file_name(v) for v in (None, "fp16", "bf16")))
+
+
+def cached_folder(repo_id: str, revision: str | None = None, cache_dir: str | Path | None = None, *,
+                  subfolder: str | None = None, weights_variant: str | None = None) -> Path | None:
+    """The cached snapshot folder holding config.json and a weights file (the zoo's or diffusers'), or None.
+    No network."""
     from huggingface_hub import try_to_load_from_cache
 
-    paths = [try_to_load_from_cache(repo_id, name, cache_dir=cache_dir, revision=revision) for name in REQUIRED_FILES]
-    if not all(isinstance(p, str) for p in paths):
+    def cached(name: str) -> str | None:
+        path = try_to_load_from_cache(repo_id, _in(subfolder, name), cache_dir=cache_dir, revision=revision)
+        return path if isinstance(path, str) else None
+
+    config = cached(CONFIG_NAME)
+    if config is None:
         return None
-    folders = {Path(p).parent for p in paths}
-    return folders.pop() if len(folders) == 1 else None
+    weights = [path for name in weight_candidates(weights_variant) if (path := cached(name)) is not None]
+    folders = {Path(config).parent, *(Path(w).parent for w in weights)}
+    return Path(config).parent if weights and len(folders) == 1 else None
 
 
 def resolve(repo_id: str, revision: str | None = None, *, local_files_only: bool | None = None,
-            cache_dir: str | Path | None = None, resolution: HubResolution | None = None) -> HubResolution:
-    """Find ``repo_id@revision`` in the cache, else download it (unless offline).
+            cache_dir: str | Path | None = None, resolution: HubResolution | None = None,
+            subfolder: str | None = None, weights_variant: str | None = None) -> HubResolution:
+    """Find ``repo_id@revision`` (its ``subfolder``) in the cache, else download it (unless offline).
 
     Raises :class:`HubUnavailableError` with every place looked when neither works.
     """
     res = resolution or HubResolution()
-    shown = f"{repo_id}@{revision or 'main'}"
-    folder = cached_folder(repo_id, revision, cache_dir)
+    shown = f"{repo_id}{'/' + subfolder if subfolder else ''}@{revision or 'main'}"
+    folder = cached_folder(repo_id, revision, cache_dir, subfolder=subfolder, weights_variant=weights_variant)
     res.looked.append(f"Hugging Face cache ({_cache_root(cache_dir)}) for {shown}: "
                       f"{'found' if folder else 'not cached'}")
     if folder is not None:
-        res.folder, res.commit = folder, folder.name
+        res.folder, res.commit = folder, commit_of(folder, subfolder)
         return res
     if is_offline(local_files_only):
         res.looked.append(f"download of {shown}: skipped (offline: HF_HUB_OFFLINE=1 or local_files_only=True)")
         raise unavailable(res, online_hint=True)
-    folder = download(repo_id, revision, cache_dir=cache_dir, res=res)
-    res.folder, res.commit = folder, folder.name
+    folder = download(repo_id, revision, cache_dir=cache_dir, res=res, subfolder=subfolder,
+                      weights_variant=weights_variant)
+    res.folder, res.commit = folder, commit_of(folder, subfolder)
     return res
 
 
+def commit_of(folder: Path, subfolder: str | None) -> str:
+    """The snapshot's commit sha: the name of the snapshot folder above the model's (sub)folder."""
+    return (folder.parents[len(Path(subfolder).parts) - 1] if subfolder else folder).name
+
+
 def download(repo_id: str, revision: str | None, *, cache_dir: str | Path | None, res: HubResolution,
-             force: bool = False) -> Path:
-    """snapshot_download of the three files, with the client's errors turned into one clear error."""
-    from huggingface_hub import snapshot_download
+             force: bool = False, subfolder: str | None = None, weights_variant: str | None = None) -> Path:
+    """Download a model folder (config.json, its one weights file, README.md) with the client's errors turned
+    into one clear error. The repo's file list picks the weights: the zoo's model.safetensors, else diffusers'
+    by :func:`zoo.diffusers_layout.choose_weights` (pickled weights are refused, never downloaded)."""
+    from huggingface_hub import HfApi, snapshot_download
+
+    from zoo.diffusers_layout import choose_weights
+    from zoo.folder import zoo_version
+
+    shown = f"{repo_id}{'/' + subfolder if subfolder else ''}@{revision or 'main'}"
+    endpoint = _endpoint()
+    with _client_errors(shown, endpoint, revision, res):  # model_info: one request, no retries when unreachable
+        info = HfApi(library_name="ae-zoo", library_version=zoo_version()).model_info(
+            repo_id, revision=revision or "main")
+    files = [sibling.rfilename for sibling in info.siblings or []]
+    prefix = f"{subfolder}/" if subfolder else ""
+    here = {f[len(prefix):] for f in files if f.startswith(prefix) and "/" not in f[len(prefix):]}
+    if CONFIG_NAME not in here:
+        res.looked.append(f"download of {shown}: the repo has no {_in(subfolder, CONFIG_NAME)}"
+                          + ("" if subfolder else " (a pipeline repo? name its model's folder: ORG/NAME/vae)"))
+        raise unavailable(res)
+    try:
+        weights = WEIGHTS_NAME if WEIGHTS_NAME in here and weights_variant is None else choose_weights(
+            here, weights_variant, "the repo" + (f"'s folder {subfolder}" if subfolder else ""))
+    except CheckpointError as err:
+        res.looked.append(f"download of {shown}: {err}")
+        raise unavailable(res) from err
+    wanted = [_in(subfolder, name) for name in (CONFIG_NAME, weights, CARD_NAME) if name in here]
+    with _client_errors(shown, endpoint, revision, res):
+        path = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=wanted,
+                                      library_name="ae-zoo", library_version=zoo_version(), force_download=force))
+    res.looked.append(f"download of {shown} from {endpoint}: ok")
+    return path / subfolder if subfolder else path
+
+
+@contextmanager
+def _client_errors(shown: str, endpoint: str, revision: str | None, res: HubResolution) -> Iterator[None]:
+    """The huggingface_hub client's errors as one :class:`HubUnavailableError` listing every place looked."""
     from huggingface_hub.errors import (
         EntryNotFoundError,
         LocalEntryNotFoundError,
@@ -103,14 +176,8 @@ def download(repo_id: str, revision: str | None, *, cache_dir: str | Path | None
         RevisionNotFoundError,
     )
 
-    from zoo.folder import zoo_version
-
-    shown = f"{repo_id}@{revision or 'main'}"
-    endpoint = _endpoint()
     try:
-        path = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir,
-                                      allow_patterns=list(FOLDER_FILES), library_name="ae-zoo",
-                                      library_version=zoo_version(), force_download=force))
+        yield
     except LocalEntryNotFoundError as err:  # subclass of EntryNotFoundError: catch it first
         res.looked.append(f"download of {shown} from {endpoint}: the Hub could not be reached ({_first_line(err)})")
         raise unavailable(res) from err
@@ -130,14 +197,9 @@ def download(repo_id: str, revision: str | None, *, cache_dir: str | Path | None
     except Exception as err:  # httpx connection errors are not OSErrors
         if "connect" not in type(err).__name__.lower() and "timeout" not in type(err).__name__.lower():
             raise
-        res.looked.append(f"download of {shown} from {endpoint}: cannot connect ({type(err).__name__})")
+        res.looked.append(f"download of {shown} from {endpoint}: the Hub could not be reached "
+                          f"({type(err).__name__}: {_first_line(err)})")
         raise unavailable(res) from err
-    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
-    if missing:
-        res.looked.append(f"download of {shown}: the repo has no {', '.join(missing)}")
-        raise unavailable(res)
-    res.looked.append(f"download of {shown} from {endpoint}: ok")
-    return path
 
 
 def unavailable(res: HubResolution, online_hint: bool = False) -> HubUnavailableError:

@@ -22,7 +22,9 @@ from zoo.contract import (
     has,
     labels_for,
     latent_shape,
+    likelihood_nll,
     posterior_of,
+    reconstruct,
     require,
     unit_mean,
     unit_name,
@@ -55,7 +57,7 @@ def log_importance_weights(model: nn.Module, x: Tensor, y: Tensor | None, num_sa
     for start in range(0, num_samples, chunk):
         k = min(chunk, num_samples - start)
         z = posterior.sample(k, generator=generator)
-        log_px_z = -model.reconstruction_nll(x, z, y)
+        log_px_z = -likelihood_nll(model, x, z, y)
         out.append(log_px_z.double() + model.prior_log_prob(z).double() - posterior.log_prob(z).double())
     return torch.cat(out)
 
@@ -76,7 +78,8 @@ def importance_sampled_nll(model: nn.Module, data: TensorData, num_samples: int 
         log_w = log_importance_weights(model, x, y, num_samples, generator=generator)
         per_example.append(-(torch.logsumexp(log_w, 0) - math.log(num_samples)))
     nll = torch.cat(per_example)
-    return {"nll": float(nll.mean()), "nll_stderr": float(nll.std() / math.sqrt(len(nll))),
+    stderr = float(nll.std() / math.sqrt(len(nll))) if len(nll) > 1 else math.nan  # one example: no spread
+    return {"nll": float(nll.mean()), "nll_stderr": stderr,
             "num_samples": num_samples}
 
 
@@ -93,7 +96,7 @@ def elbo_terms(model: nn.Module, data: TensorData, num_samples: int = 10, batch_
         y = labels_for(model, y)
         posterior = posterior_of(model, x, y)
         z = posterior.sample(num_samples, generator=generator)
-        recon_sum += float(model.reconstruction_nll(x, z, y).double().mean(0).sum())
+        recon_sum += float(likelihood_nll(model, x, z, y).double().mean(0).sum())
         kl_sum += float(posterior.kl().double().sum())
     n = len(data)
     return {"neg_elbo": (recon_sum + kl_sum) / n, "reconstruction": recon_sum / n, "kl": kl_sum / n}
@@ -106,8 +109,7 @@ def reconstruction_errors(model: nn.Module, data: TensorData, batch_size: int = 
     device = _device(model)
     mse = bce = 0.0
     for x, y in _batches(data, batch_size, device):
-        y = labels_for(model, y)
-        recon = (model(x) if y is None else model(x, y)).float().clamp(1e-6, 1 - 1e-6)
+        recon = reconstruct(model, x, y).float().clamp(1e-6, 1 - 1e-6)
         mse += float(squared_error(recon, x).sum())
         if x.min() >= 0 and x.max() <= 1:
             bce += float(bernoulli_nll(torch.logit(recon), x).sum())
@@ -170,9 +172,9 @@ def reconstruction_gain(model: nn.Module, data: TensorData, *, replace_with: str
     units = shape[0]
     kept, removed = 0.0, torch.zeros(units, dtype=torch.float64)
     for code, (x, y) in zip(codes, batches, strict=True):
-        kept += float(model.reconstruction_nll(x, code, y).double().sum())
+        kept += float(likelihood_nll(model, x, code, y).double().sum())
         for i in range(units):
-            removed[i] += float(model.reconstruction_nll(x, with_unit(code, i, fill[i]), y).double().sum())
+            removed[i] += float(likelihood_nll(model, x, with_unit(code, i, fill[i]), y).double().sum())
     n = len(data)
     gain = ((removed - kept) / n).tolist()
     result: dict[str, Any] = {"gain": gain, "reconstruction": kept / n, "replace_with": replace_with,

@@ -1,7 +1,8 @@
 """``ZooModel``: the model contract every tool of the zoo relies on (CONTRIBUTING.md, "The model contract").
 
 - ``config``: the variant's config dataclass; ``latent_shape``: one example's code, ``(D,)`` or ``(C, h, w)``;
-  ``num_classes``: the labels a conditional model takes (0 otherwise).
+  ``num_classes``: the labels a conditional model takes (0 otherwise); ``image_range``: the range of the
+  images it takes and returns ((0, 1) unless it says otherwise).
 - ``encode(x, y=None)`` -> a :class:`~zoo.distributions.Posterior`; ``decode(z, y=None)`` -> images;
   ``forward(x, y=None)`` -> the reconstruction (deterministic in eval mode).
 - ``sample(n, y=None, generator=None)`` for variants that declare ``generative``;
@@ -16,7 +17,7 @@ A model made by :func:`zoo.create` or :func:`zoo.load` also knows its ``variant_
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +49,13 @@ class ZooModel(nn.Module):
         if latent_dim is None:
             raise NotImplementedError(f"{type(self).__name__} must define latent_shape (its config has no latent_dim)")
         return (int(latent_dim),)
+
+    @property
+    def image_range(self) -> tuple[float, float]:
+        """(low, high): the range of the images ``encode``, ``forward`` and ``reconstruction_nll`` take and
+        ``decode``, ``forward`` and ``sample`` return. (0, 1) by default, the range of the zoo's data;
+        latent-diffusion autoencoders work on (-1, 1). The zoo's tools convert (:mod:`zoo.contract`)."""
+        return 0.0, 1.0
 
     @property
     def num_classes(self) -> int:
@@ -82,8 +90,9 @@ class ZooModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls: type[M], name: str | Path, *, revision: str | None = None,
-                        device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-                        local_files_only: bool | None = None, cache_dir: str | Path | None = None) -> M:
+                        device: str | torch.device | None = None, dtype: torch.dtype | str | None = None,
+                        local_files_only: bool | None = None, cache_dir: str | Path | None = None,
+                        subfolder: str | None = None, weights_variant: str | None = None) -> M:
         """Load a pretrained model of this class, as Hugging Face users type it.
 
         ``name`` is a Hub repo id (``"ORG/NAME"``, or ``"hf-hub:ORG/NAME@REV"``), a registered checkpoint
@@ -93,13 +102,25 @@ class ZooModel(nn.Module):
         from zoo.registry import from_pretrained
 
         return from_pretrained(name, revision=revision, device=device, dtype=dtype, local_files_only=local_files_only,
-                               cache_dir=cache_dir, expected_class=cls)
+                               cache_dir=cache_dir, expected_class=cls, subfolder=subfolder,
+                               weights_variant=weights_variant)
 
-    def save_pretrained(self, save_directory: str | Path, *, card: str | None = None) -> Path:
-        """Write ``config.json``, ``model.safetensors`` and ``README.md`` (atomically) to a folder."""
-        from zoo.folder import save_folder
+    #: Layouts besides the zoo's own that :meth:`save_pretrained` can write (e.g. ``("diffusers",)``).
+    export_formats: ClassVar[tuple[str, ...]] = ()
 
-        return save_folder(self, save_directory, card=card)
+    def save_pretrained(self, save_directory: str | Path, *, card: str | None = None, format: str = "zoo") -> Path:
+        """Write ``config.json``, ``model.safetensors`` and ``README.md`` (atomically) to a folder; with
+        ``format="diffusers"`` (models that list it in ``export_formats``) diffusers' layout instead, which
+        that library's ``from_pretrained`` loads, beside the same README.md card."""
+        from zoo.folder import export_folder, save_folder
+
+        if format == "zoo":
+            return save_folder(self, save_directory, card=card)
+        return export_folder(self, save_directory, format, card=card)
+
+    def export(self, format: str, directory: Path) -> None:
+        """Write this model's files in layout ``format`` (one of ``export_formats``) into ``directory``."""
+        raise NotImplementedError(f"{type(self).__name__} writes no {format!r} layout")
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
         """Publish the three files to the Hugging Face Hub as one commit (``revision``, ``private``,

@@ -20,7 +20,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo.contract import has, is_spatial, labels_for, latent_shape, posterior_of, unit_mean, unit_sum
+from zoo.contract import (
+    decode_images,
+    has,
+    is_spatial,
+    labels_for,
+    latent_shape,
+    posterior_of,
+    reconstruct,
+    sample_images,
+    unit_mean,
+    unit_sum,
+)
 from zoo.metrics import costly_latents
 
 if TYPE_CHECKING:
@@ -35,8 +46,7 @@ def reconstruction_rows(model: nn.Module, x: Tensor, y: Tensor | None = None) ->
     was_training = model.training
     model.eval()
     x = x.to(next(model.parameters()).device)
-    y = labels_for(model, y)
-    recon = (model(x) if y is None else model(x, y)).float().clamp(0, 1)
+    recon = reconstruct(model, x, y).float().clamp(0, 1)
     model.train(was_training)
     return torch.cat([x.float().cpu(), recon.cpu()])
 
@@ -45,14 +55,15 @@ def reconstruction_rows(model: nn.Module, x: Tensor, y: Tensor | None = None) ->
 def class_rows(model: nn.Module, num_classes: int, per_class: int, seed: int = 0) -> Tensor:
     """One row per class of a conditional model's samples: (num_classes * per_class, C, H, W)."""
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    rows = [model.sample(per_class, y=k, generator=generator).float().clamp(0, 1).cpu() for k in range(num_classes)]
+    rows = [sample_images(model, per_class, y=k, generator=generator).float().clamp(0, 1).cpu()
+            for k in range(num_classes)]
     return torch.cat(rows)
 
 
 @torch.no_grad()
 def prior_samples(model: nn.Module, n: int, y: int | None = None, seed: int = 0) -> Tensor:
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    return model.sample(n, y=y, generator=generator).float().clamp(0, 1).cpu()
+    return sample_images(model, n, y=y, generator=generator).float().clamp(0, 1).cpu()
 
 
 def save_grid(images: Tensor, path: str | Path, nrow: int = 8) -> Path:
@@ -173,13 +184,7 @@ def interpolate(model: nn.Module, x_a: Tensor, x_b: Tensor, steps: int = 10, met
         b = _code(model, x_b, y).flatten(1)[:, None]
         t = torch.linspace(0, 1, steps, device=a.device, dtype=a.dtype)[:, None]  # (T, 1)
         z = slerp(a, b, t) if method == "slerp" else (1 - t) * a + t * b  # (P, T, D)
-        return _images(_decode(model, z.reshape(-1, *shape), _repeat_labels(y, steps)))
-
-
-def _decode(model: nn.Module, z: Tensor, y: Tensor | int | None) -> Tensor:
-    """``model.decode(z, y)``, with labels for a conditional model only."""
-    y = labels_for(model, y)
-    return model.decode(z) if y is None else model.decode(z, y)
+        return _images(decode_images(model, z.reshape(-1, *shape), _repeat_labels(y, steps)))
 
 
 def _choose_dims(score: Tensor, dims: int | Sequence[int] | None) -> list[int]:
@@ -245,7 +250,7 @@ def traversals(model: nn.Module, x: Tensor, *, dims: int | Sequence[int] | None 
         z = base.repeat(len(order), steps, *([1] * len(shape)))  # (rows, steps, *latent_shape)
         for row, d in enumerate(order):
             z[(row, slice(None), d, *where)] = centre[d].to(base) + values * scale[d].to(base)
-        images = _images(_decode(model, z.reshape(-1, *shape), _repeat_labels(y, len(order) * steps)))
+        images = _images(decode_images(model, z.reshape(-1, *shape), _repeat_labels(y, len(order) * steps)))
     return images, order
 
 
@@ -278,7 +283,7 @@ def manifold(model: nn.Module, n: int = 20, *, bound: float = 0.05, y: int | Non
         device = _device(model)
         grid = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(bound, 1 - bound, n)).to(device)
         z = torch.stack([grid.repeat(n), grid.flip(0).repeat_interleave(n)], dim=1)  # row i: z2 = grid[n - 1 - i]
-        return _images(_decode(model, z, y))
+        return _images(decode_images(model, z, y))
 
 
 def _model_name(model: nn.Module) -> str:

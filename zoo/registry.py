@@ -75,30 +75,39 @@ def get_checkpoint(name: str) -> CheckpointRef:
 
 def load(name: str, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
          revision: str | None = None, local_files_only: bool | None = None, pretrained: bool = True,
-         cache_dir: str | Path | None = None, expected_class: type[nn.Module] | None = None) -> nn.Module:
+         cache_dir: str | Path | None = None, expected_class: type[nn.Module] | None = None,
+         subfolder: str | None = None, weights_variant: str | None = None) -> nn.Module:
     """Load a model in eval mode, local first.
 
-    ``name`` is a registered checkpoint name (``"cvae-mnist"``), ``hf-hub:ORG/NAME[@REV]`` or
-    ``local-dir:PATH``. A checkpoint resolves to its bundled folder, then the Hugging Face cache
-    (no network call), then a download pinned to its revision unless offline (``HF_HUB_OFFLINE=1``
-    or ``local_files_only=True``). Loading is strict: config.json must name an installed variant and
-    every weight must match. ``pretrained=False`` builds the same architecture with random weights.
-    ``expected_class`` (what ``SomeModel.from_pretrained`` passes) refuses, before reading any weight, a
-    folder whose variant builds another class.
+    ``name`` is a registered checkpoint name (``"cvae-mnist"``), ``hf-hub:ORG/NAME[/SUBFOLDER][@REV]`` or
+    ``local-dir:PATH``; the folder is in the zoo's layout or in diffusers' (:mod:`zoo.diffusers_layout`).
+    A checkpoint resolves to its bundled folder, then the Hugging Face cache (no network call), then a
+    download pinned to its revision unless offline (``HF_HUB_OFFLINE=1`` or ``local_files_only=True``).
+    ``subfolder`` names the model's folder in a Hub repo (``"vae"`` of a pipeline repo; also spelt
+    ``hf-hub:ORG/NAME/vae``) and ``weights_variant`` a diffusers weights variant (``"fp16"``). Loading is
+    strict: config.json must name an installed variant (or a diffusers class one wraps) and every weight must
+    match. ``pretrained=False`` builds the same architecture with random weights. ``expected_class`` (what
+    ``SomeModel.from_pretrained`` passes) refuses a folder whose variant builds another class.
     """
     from zoo import hub
     from zoo.folder import load_folder
 
     kwargs: dict[str, Any] = {"device": device, "dtype": dtype, "expected_class": expected_class}
     if name.startswith(LOCAL_PREFIX):
-        return load_folder(Path(name[len(LOCAL_PREFIX):]).expanduser(), **kwargs)
+        folder = Path(name[len(LOCAL_PREFIX):]).expanduser()
+        return load_folder(folder / subfolder if subfolder else folder, weights_variant=weights_variant, **kwargs)
     if name.startswith(hub.HUB_PREFIX):
-        repo_id, rev = hub.parse_hub_name(name)
-        res = hub.resolve(repo_id, revision or rev, local_files_only=local_files_only, cache_dir=cache_dir)
+        repo_id, rev, sub = hub.parse_hub_name(name)
+        if subfolder and sub and subfolder != sub:
+            raise ConfigError(f"{name!r} names subfolder {sub!r} and subfolder={subfolder!r} another: give one")
+        sub = subfolder or sub
+        res = hub.resolve(repo_id, revision or rev, local_files_only=local_files_only, cache_dir=cache_dir,
+                          subfolder=sub, weights_variant=weights_variant)
         if not pretrained:
             return _random_init(res.folder, None, **kwargs)
-        return load_folder(res.folder, **kwargs, info={"name": name, "source": "hf-hub", "repo_id": repo_id,
-                                                       "revision": res.commit})
+        return load_folder(res.folder, **kwargs, weights_variant=weights_variant,
+                           info={"name": name, "source": "hf-hub", "repo_id": repo_id, "revision": res.commit,
+                                 **({"subfolder": sub} if sub else {})})
     if "/" in name or "\\" in name or name.startswith("."):
         raise UnknownNameError(
             "checkpoint", name, get_registry().checkpoints,
@@ -131,7 +140,8 @@ def load(name: str, *, device: str | torch.device | None = None, dtype: torch.dt
 
 def from_pretrained(name: str | Path, *, revision: str | None = None, device: str | torch.device | None = None,
                     dtype: torch.dtype | None = None, local_files_only: bool | None = None,
-                    cache_dir: str | Path | None = None, expected_class: type[nn.Module] | None = None) -> nn.Module:
+                    cache_dir: str | Path | None = None, expected_class: type[nn.Module] | None = None,
+                    subfolder: str | None = None, weights_variant: str | None = None) -> nn.Module:
     """:func:`load` with the names Hugging Face users type: a model folder, a registered checkpoint name,
     or a Hub repo id ``ORG/NAME[@REV]`` without the ``hf-hub:`` prefix (prefixed names work too).
 
@@ -143,7 +153,8 @@ def from_pretrained(name: str | Path, *, revision: str | None = None, device: st
     text = str(name)
     kwargs: dict[str, Any] = {"revision": revision, "device": device, "dtype": dtype,
                               "local_files_only": local_files_only, "cache_dir": cache_dir,
-                              "expected_class": expected_class}
+                              "expected_class": expected_class, "subfolder": subfolder,
+                              "weights_variant": weights_variant}
     if text.startswith((LOCAL_PREFIX, hub.HUB_PREFIX)) or text in get_registry().checkpoints:
         return load(text, **kwargs)
     if Path(text).expanduser().is_dir():
@@ -156,21 +167,29 @@ def from_pretrained(name: str | Path, *, revision: str | None = None, device: st
     return load(text, **kwargs)  # an unknown checkpoint name: the error lists close matches
 
 
-#: A Hub repo id as users type it: ORG/NAME, optionally @REVISION.
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(@[^\s]+)?")
+#: A Hub repo id as users type it: ORG/NAME, optionally /SUBFOLDER and @REVISION.
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(/[\w.-]+)*(@[^\s]+)?")
 
 
 def _random_init(folder: Path | None, variant: str | None, *, device: Any, dtype: Any,
                  expected_class: type[nn.Module] | None) -> nn.Module:
     """The architecture that ``folder/config.json`` describes, with fresh random weights."""
     from zoo.devices import resolve_device, resolve_dtype
+    from zoo.diffusers_layout import diffusers_config, variant_for
     from zoo.folder import check_model_class, read_config
 
-    name, config = read_config(Path(folder))
+    source = str(Path(folder) / "config.json")
+    foreign = diffusers_config(Path(folder))
+    if foreign is not None:
+        reader = variant_for(str(foreign["_class_name"]), source)
+        name, config = reader.name, reader.config_from_diffusers(foreign, source=source)
+    else:
+        name, data = read_config(Path(folder))
+        config = get_variant(name).config_from_json(data, source=source)
     if variant is not None and name != variant:
-        raise ConfigError(f"{Path(folder) / 'config.json'} says variant {name!r}, expected {variant!r}")
+        raise ConfigError(f"{source} says variant {name!r}, expected {variant!r}")
     with resolve_device(device or "cpu"):
-        model = create(name, get_variant(name).config_from_json(config, source=str(folder)))
+        model = create(name, config)
     check_model_class(model, expected_class, Path(folder))
     dtype = resolve_dtype(dtype)
     return model.to(dtype=dtype) if dtype is not None else model

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from zoo.classifier import check_mnist_shaped, classify
-from zoo.contract import has, require
+from zoo.contract import has, require, sample_images
 
 LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
@@ -72,7 +72,7 @@ def draw_samples(model: nn.Module, n: int, *, y: Tensor | int | None = None, see
     for start in range(0, n, batch_size):
         k = min(batch_size, n - start)
         labels = y[start:start + k].to(device) if isinstance(y, Tensor) else y
-        out.append(model.sample(k, y=labels, generator=generator).float().clamp(0, 1).cpu())
+        out.append(sample_images(model, k, y=labels, generator=generator).float().clamp(0, 1).cpu())
     return torch.cat(out)
 
 

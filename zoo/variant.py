@@ -67,6 +67,9 @@ class Variant:
     variational: ClassVar[bool] = False
     #: ``model.reconstruction_nll(x, z, y)`` gives -log p(x|z) per example (reconstruction gain, ELBO).
     has_likelihood: ClassVar[bool] = False
+    #: The diffusers class whose folders (config.json with this ``_class_name``) this variant reads, with
+    #: :meth:`config_from_diffusers`; "" for none. ``zoo.load("local-dir:...")`` and the Hub loader use it.
+    diffusers_class_name: ClassVar[str] = ""
     #: Descriptions of the extra numbers :meth:`metrics` returns, by key (for ``zoo eval``, reports, cards).
     metric_names: ClassVar[dict[str, str]] = {}
     #: The ``train_step`` term that must fall when training on one fixed batch (conformance kit).
@@ -99,6 +102,11 @@ class Variant:
 
     def config_to_json(self, config: Any) -> dict[str, Any]:
         return config_to_dict(config)
+
+    def config_from_diffusers(self, data: dict[str, Any], source: str) -> Any:
+        """The config of a folder in diffusers' layout (its config.json), for variants that name a
+        :attr:`diffusers_class_name`."""
+        raise ConfigError(f"variant {self.name!r} does not read diffusers folders")
 
     # -- the model -------------------------------------------------------------------------
     def build(self, config: Any) -> nn.Module:
