@@ -407,6 +407,7 @@ class DiffusersAutoencoder(ZooModel):
         ``diffusion_pytorch_model.safetensors``), which ``diffusers.<class>.from_pretrained`` loads."""
         if format != "diffusers":
             raise ConfigError(f"{self.variant_name} saves as 'zoo' or 'diffusers', not {format!r}")
+        self.net.register_to_config(**diffusers_kwargs(self.config))  # settings changed since (scaling_factor)
         self.net.save_pretrained(directory, safe_serialization=True)
 
 
@@ -523,15 +524,22 @@ class DiffusersVariant(Variant):
 
     def config_from_diffusers(self, data: dict[str, Any], source: str) -> Any:
         """A config from a diffusers config.json: its ``_``-keys and the keys the installed diffusers class does
-        not take are dropped (as diffusers itself does, with a log line); the zoo's settings take defaults."""
-        accepted = set(inspect.signature(diffusers_class(self.model_class.class_name).__init__).parameters)
+        not take are dropped (as diffusers itself does, with a log line); a key diffusers takes and this
+        variant does not know is an error (building without it could build another network); the zoo's
+        settings take their defaults."""
+        class_name = self.model_class.class_name
+        accepted = set(inspect.signature(diffusers_class(class_name).__init__).parameters) - {"self"}
         known = {f.name for f in fields(self.config_class)}
-        ignored = sorted(k for k in data if not k.startswith("_") and (k not in accepted or k not in known))
+        keys = {k for k in data if not k.startswith("_")}
+        unknown = sorted((keys & accepted) - known)
+        if unknown:
+            raise ConfigError(f"{source}: diffusers' {class_name} takes {', '.join(unknown)}, which this ae-zoo's "
+                              f"{self.name!r} does not know: upgrade ae-zoo, or remove the key(s) if their value is "
+                              f"diffusers' default")
+        ignored = sorted(keys - accepted)
         if ignored:
-            logger.info("%s: ignoring %s, which diffusers' %s does not take", source, ", ".join(ignored),
-                        self.model_class.class_name)
-        settings = {k: v for k, v in data.items() if not k.startswith("_") and k in accepted and k in known}
-        return config_from_dict(self.config_class, settings, source=source)
+            logger.info("%s: ignoring %s, which diffusers' %s does not take", source, ", ".join(ignored), class_name)
+        return config_from_dict(self.config_class, {k: data[k] for k in keys & accepted}, source=source)
 
     def tiny_config(self) -> Any:
         raise NotImplementedError

@@ -6,6 +6,7 @@ adaptive weight; fine-tuning on crops with a frozen encoder; image-quality numbe
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import subprocess
@@ -19,6 +20,8 @@ import torch
 from diffusers import AutoencoderKL, AutoencoderTiny, VQModel
 from PIL import Image
 from zoo_plugins.diffusers_vae import (
+    AutoencoderKLConfig,
+    AutoencoderKLVariant,
     FeatureDistance,
     KLModel,
     adaptive_weight,
@@ -130,6 +133,34 @@ def test_weight_variants_and_pickles(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"only pickled weights \(diffusion_pytorch_model.bin\): ae-zoo never "
                                               r"unpickles.*use_safetensors=False"):
         zoo.load(f"local-dir:{pickled}")
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_each_config_has_every_argument_of_the_installed_diffusers_class(name: str) -> None:
+    import inspect
+
+    from zoo_plugins.diffusers_vae import TrainingSettings
+
+    takes = set(inspect.signature(FAMILIES[name].__init__).parameters) - {"self"}
+    own = {f.name for f in dataclasses.fields(TrainingSettings)}
+    fields = {f.name for f in dataclasses.fields(zoo.get_variant(name).config_class)} - own
+    assert takes <= fields, f"diffusers {FAMILIES[name].__name__} takes {sorted(takes - fields)} the zoo lacks"
+    assert set(diffusers_kwargs(zoo.get_variant(name).tiny_config())) == takes
+
+
+def test_a_diffusers_key_the_zoo_does_not_know_is_refused_and_a_foreign_one_ignored(tmp_path: Path) -> None:
+    tiny_net("autoencoder-kl").save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "made_up_by_a_newer_tool": 1}))
+    assert zoo.load(f"local-dir:{tmp_path}").variant_name == "autoencoder-kl"
+    older = OlderKLVariant()  # an ae-zoo from before diffusers' mid_block_add_attention
+    with pytest.raises(zoo.errors.ConfigError, match="takes mid_block_add_attention, which this ae-zoo's"):
+        older.config_from_diffusers(config, source="x")
+
+
+class OlderKLVariant(AutoencoderKLVariant):
+    config_class = dataclasses.make_dataclass("OlderKLConfig", [
+        (f.name, f.type, f) for f in dataclasses.fields(AutoencoderKLConfig) if f.name != "mid_block_add_attention"])
 
 
 def test_a_diffusers_class_no_variant_wraps_is_named(tmp_path: Path) -> None:
@@ -447,3 +478,38 @@ def test_discovery_does_not_import_diffusers() -> None:
     code = "import sys, zoo; zoo.list_variants(); print('diffusers' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.stdout.strip() == "False", run.stderr
+
+
+def test_bf16_training_with_a_discriminator_and_diffusers_memory_savers() -> None:
+    config = replace_config(zoo.get_variant("autoencoder-kl").tiny_config(),
+                            {"sample_size": 24, "disc_weight": 0.5, "disc_start": 1, "disc_layers": 2,
+                             "disc_channels": 8, "gradient_checkpointing": True, "tiling": True, "slicing": True})
+    torch.manual_seed(0)
+    model = zoo.create("autoencoder-kl", config)
+    assert model.net.use_tiling and model.net.use_slicing and model.net.decoder.gradient_checkpointing
+    convs: set[torch.dtype] = set()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.register_forward_hook(lambda m, i, out: convs.add(out.dtype))
+    data = torch.rand(16, 1, 24, 24, generator=torch.Generator().manual_seed(0))
+    result = zoo.train(model, data, precision="bf16", max_steps=4, batch_size=8, progress=False)
+    assert torch.bfloat16 in convs and {p.dtype for p in model.parameters()} == {torch.float32}
+    assert result.steps == 4 and all(np.isfinite(v) for v in result.history[-1].values())
+    assert result.history[-1]["discriminator"] > 0  # on from step 1
+
+
+def test_bundled_kl_f4_mnist_evaluates_in_the_zoo_and_exports_to_diffusers(tmp_path: Path) -> None:
+    from zoo.cli import main
+
+    model = zoo.load("kl-f4-mnist")
+    assert model.latent_shape == (4, 7, 7) and model.image_range == (-1.0, 1.0)
+    out = tmp_path / "report"
+    assert main(["eval", "kl-f4-mnist", "--nll-samples", "0", "--report", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "| `psnr` |" in text and "| `latent_std_0` |" in text and "## Per channel" in text
+    assert {"reconstructions.png", "traversals.png", "interpolation-slerp.png"} <= {p.name for p in out.iterdir()}
+    model.save_pretrained(tmp_path / "diffusers", format="diffusers")
+    net = AutoencoderKL.from_pretrained(tmp_path / "diffusers").eval()
+    assert net.config.scaling_factor == model.config.scaling_factor != 0.18215  # fitted, and exported
+    x = zoo.data.load_dataset("mnist", "test").x[:4] * 2 - 1
+    assert_same_as_diffusers(model, net, x)
