@@ -186,35 +186,37 @@ def test_the_full_sd1_vae_configuration_runs_a_64x64_image() -> None:
 # -- the Hub: standalone repos, a pipeline's vae/ folder, fp16 variant files, pickles --------------------------
 
 
-def test_hub_repos_in_diffusers_layout(olah, tmp_path: Path) -> None:
-    net = tiny_net("autoencoder-kl", seed=5)
+@pytest.mark.parametrize("name", FAMILIES)
+def test_hub_repos_in_diffusers_layout(name: str, olah, tmp_path: Path) -> None:
+    net = tiny_net(name, seed=5)
+    cls = FAMILIES[name].__name__
     standalone = tmp_path / "standalone"
     net.save_pretrained(standalone)
-    repo = olah.repo("org/tiny-kl-vae")
+    repo = olah.repo(f"org/tiny-{cls}")
     sha = repo.commit_folder(standalone)
-    model = zoo.load("hf-hub:org/tiny-kl-vae")
-    assert model.pretrained_info["revision"] == sha and model.pretrained_info["repo_id"] == "org/tiny-kl-vae"
+    model = zoo.load(f"hf-hub:org/tiny-{cls}")
+    assert model.pretrained_info["revision"] == sha and model.pretrained_info["repo_id"] == f"org/tiny-{cls}"
     assert_same_as_diffusers(model, net, images())
-    # a pipeline repo: the VAE in vae/, next to other components
-    pipeline = olah.repo("org/tiny-pipeline")
+    # a pipeline repo: the autoencoder in vae/, next to other components
+    pipeline = olah.repo(f"org/tiny-pipeline-{cls}")
     pipeline.commit({"model_index.json": json.dumps({"_class_name": "StableDiffusionPipeline"}),
                      "unet/config.json": json.dumps({"_class_name": "UNet2DConditionModel"}),
                      "vae/config.json": standalone / "config.json",
                      "vae/diffusion_pytorch_model.safetensors": standalone / "diffusion_pytorch_model.safetensors"})
-    assert_same_as_diffusers(zoo.load("hf-hub:org/tiny-pipeline", subfolder="vae"), net, images())
-    by_name = zoo.load("hf-hub:org/tiny-pipeline/vae")
+    assert_same_as_diffusers(zoo.load(f"hf-hub:org/tiny-pipeline-{cls}", subfolder="vae"), net, images())
+    by_name = zoo.load(f"hf-hub:org/tiny-pipeline-{cls}/vae")
     assert by_name.pretrained_info["subfolder"] == "vae"
     assert_same_as_diffusers(by_name, net, images())
     with pytest.raises(HubUnavailableError, match="the repo has no config.json .*ORG/NAME/vae"):
-        zoo.load("hf-hub:org/tiny-pipeline")
+        zoo.load(f"hf-hub:org/tiny-pipeline-{cls}")
     # only an fp16 variant file
     fp16 = tmp_path / "fp16"
     copy.deepcopy(net).half().save_pretrained(fp16, variant="fp16")
-    olah.repo("org/tiny-kl-fp16").commit_folder(fp16)
-    reference = AutoencoderKL.from_pretrained(fp16, variant="fp16", torch_dtype=torch.float32).eval()
-    assert_same_as_diffusers(zoo.load("hf-hub:org/tiny-kl-fp16"), reference, images())
+    olah.repo(f"org/tiny-{cls}-fp16").commit_folder(fp16)
+    reference = FAMILIES[name].from_pretrained(fp16, variant="fp16", torch_dtype=torch.float32).eval()
+    assert_same_as_diffusers(zoo.load(f"hf-hub:org/tiny-{cls}-fp16"), reference, images())
     # cached now: offline it loads with no request
-    assert_same_as_diffusers(zoo.load("hf-hub:org/tiny-pipeline/vae", local_files_only=True), net, images())
+    assert_same_as_diffusers(zoo.load(f"hf-hub:org/tiny-pipeline-{cls}/vae", local_files_only=True), net, images())
 
 
 def test_a_hub_repo_with_only_pickled_weights_is_refused_without_downloading_them(olah, tmp_path: Path) -> None:
