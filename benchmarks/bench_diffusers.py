@@ -59,7 +59,7 @@ class Sizes:
     chunks: int  # per run, the first not counted
 
 
-FULL = Sizes(runs=7, images=256, batch=16, chunk=4, chunks=4)
+FULL = Sizes(runs=7, images=256, batch=16, chunk=8, chunks=4)
 QUICK = Sizes(runs=2, images=64, batch=16, chunk=2, chunks=3)
 
 

@@ -125,8 +125,8 @@ class TrainingSettings:
 
 
 @dataclass
-class AutoencoderKLConfig(TrainingSettings):
-    """diffusers' ``AutoencoderKL`` arguments (the same names and defaults) plus the zoo's settings."""
+class EncoderDecoderBlocks(TrainingSettings):
+    """The arguments ``AutoencoderKL`` and ``VQModel`` share: diffusers' ``Encoder``/``Decoder`` blocks."""
 
     in_channels: int = 3
     out_channels: int = 3
@@ -135,6 +135,12 @@ class AutoencoderKLConfig(TrainingSettings):
     block_out_channels: tuple[int, ...] = (64,)
     layers_per_block: int = 1
     act_fn: str = "silu"
+
+
+@dataclass
+class AutoencoderKLConfig(EncoderDecoderBlocks):
+    """diffusers' ``AutoencoderKL`` arguments (the same names and defaults) plus the zoo's settings."""
+
     latent_channels: int = 4
     norm_num_groups: int = 32
     sample_size: int | tuple[int, int] = 32
@@ -188,16 +194,9 @@ class AutoencoderTinyConfig(TrainingSettings):
 
 
 @dataclass
-class VQModelConfig(TrainingSettings):
+class VQModelConfig(EncoderDecoderBlocks):
     """diffusers' ``VQModel`` arguments plus the zoo's settings."""
 
-    in_channels: int = 3
-    out_channels: int = 3
-    down_block_types: tuple[str, ...] = ("DownEncoderBlock2D",)
-    up_block_types: tuple[str, ...] = ("UpDecoderBlock2D",)
-    block_out_channels: tuple[int, ...] = (64,)
-    layers_per_block: int = 1
-    act_fn: str = "silu"
     latent_channels: int = 3
     sample_size: int = 32
     num_vq_embeddings: int = 256
