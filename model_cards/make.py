@@ -56,7 +56,8 @@ def make(recipe: Recipe, out_root: Path = HERE, progress: bool = True,
     model.cpu().eval()
     if recipe.fit_scaling_factor:
         model.fit_scaling_factor(fit.x)
-    metrics = evaluate(model, test, nll_samples=recipe.nll_samples, dataset=recipe.dataset)
+    metrics = evaluate(model, test, nll_samples=recipe.nll_samples, dataset=recipe.dataset,
+                       elbo_samples=recipe.elbo_samples)
     training = {
         "data": PROTOCOLS[recipe.dataset],
         "settings": ", ".join(f"{k}={v}" for k, v in recipe.train.items()),
@@ -79,8 +80,14 @@ def card_for(recipe: Recipe, model: torch.nn.Module, metrics: dict[str, float], 
     return checkpoint_card(model, name=recipe.name, summary=recipe.summary, dataset=recipe.dataset,
                            dataset_label=DATASET_LABELS[recipe.dataset], metrics=metrics, training=training,
                            make_command=f"python -m zoo_model_cards.make {recipe.name}",
-                           eval_command=f"zoo eval {recipe.name}", notes=baseline_notes(recipe, metrics),
+                           eval_command=eval_command(recipe), notes=baseline_notes(recipe, metrics),
                            limits=LIMITS[recipe.dataset])
+
+
+def eval_command(recipe: Recipe) -> str:
+    """The command that reproduces a card's numbers."""
+    elbo = f" --elbo-samples {recipe.elbo_samples}" if recipe.elbo_samples != 10 else ""
+    return f"zoo eval {recipe.name}{elbo}"
 
 
 def training_section(card: str) -> dict[str, str]:
@@ -96,7 +103,7 @@ def refresh_card(recipe: Recipe, out_root: Path = HERE) -> dict[str, float]:
     folder = out_root / recipe.name
     model = zoo.load(f"local-dir:{folder}")
     metrics = evaluate(model, load_dataset(recipe.dataset, "test"), nll_samples=recipe.nll_samples,
-                       dataset=recipe.dataset)
+                       dataset=recipe.dataset, elbo_samples=recipe.elbo_samples)
     card = folder / "README.md"
     text = card_for(recipe, model, metrics, training_section(card.read_text()))
     atomic_write(card, lambda tmp: tmp.write_text(text))  # the weights stay as they are, byte for byte

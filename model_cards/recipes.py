@@ -30,6 +30,8 @@ class Recipe:
     baseline: str | None = None
     #: What this recipe does differently from the baseline.
     baseline_note: str = ""
+    #: Samples of z per example for the card's negative ELBO.
+    elbo_samples: int = 10
     #: Latent-diffusion autoencoders: set scaling_factor from the training images' latents after training.
     fit_scaling_factor: bool = False
 
@@ -77,7 +79,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
             "down_block_types": ("DownEncoderBlock2D",) * 3, "up_block_types": ("UpDecoderBlock2D",) * 3,
             "sample_size": 28},
            train={"epochs": 60, "patience": 10, "batch_size": 64, "lr": 1e-3, "seed": 0}, nll_samples=0,
-           fit_scaling_factor=True),
+           elbo_samples=1, fit_scaling_factor=True),
     Recipe("vae-mnist-2d", "vae", "MLP VAE with a 2-d latent space, for manifold pictures.",
            {"latent_dim": 2}, train=MNIST_TRAIN),
     Recipe("vae-gan-mnist", "vae-gan",

@@ -66,7 +66,7 @@ def test_card_numbers_match_a_fresh_evaluation(name):
     recipe = RECIPES[name]
     model = zoo.load(name)
     fresh = evaluate(model, load_dataset(recipe.dataset, "test"), nll_samples=recipe.nll_samples,
-                     dataset=recipe.dataset)
+                     dataset=recipe.dataset, elbo_samples=recipe.elbo_samples)
     stored = card_metrics(Path(zoo.get_checkpoint(name).folder) / "README.md")
     assert set(stored) == set(fresh)
     for key, value in stored.items():

@@ -64,7 +64,7 @@ model = zoo.load("local-dir:PATH")  # or the checkpoint's name once published
 
 
 METRIC_NAMES = {
-    "neg_elbo": "negative ELBO (nats, 10 samples of z per example)",
+    "neg_elbo": "negative ELBO (nats; samples of z per example: 10, or as the eval command's --elbo-samples)",
     "reconstruction": "reconstruction term of the ELBO (nats)",
     "kl": "KL(q(z|x) || p(z)) (nats)",
     "nll": "NLL -log p(x) (nats, importance sampling from q(z|x), K samples)",

@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="dataset name (default: the one in the model card, else mnist)")
     p.add_argument("--split", default="test")
     p.add_argument("--nll-samples", type=int, default=1000, help="importance samples for the NLL (0: skip)")
+    p.add_argument("--elbo-samples", type=int, default=10, help="samples of z per example for the ELBO (default 10)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--report", type=Path, default=None, metavar="DIR",
                    help="also write DIR/report.md with per-latent numbers and every picture that applies")
@@ -354,7 +355,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     model = load_any(args.model)
     dataset = args.data or _card_dataset(model) or "mnist"
     data = as_data(dataset, model.config.input_shape, split=args.split)
-    metrics = evaluate(model, data, nll_samples=args.nll_samples, dataset=dataset)
+    metrics = evaluate(model, data, nll_samples=args.nll_samples, dataset=dataset, elbo_samples=args.elbo_samples)
     check_finite_metrics(metrics, f"the evaluation of {args.model} on {dataset} ({args.split})")
     if args.report is not None:
         from zoo.report import write_report
