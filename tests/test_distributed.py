@@ -75,6 +75,8 @@ def test_only_rank_0_writes(two_process_run) -> None:
     assert (out / "checkpoints" / STATE_NAME).is_file() and (out / "logs" / "steps.csv").is_file()
     assert stdout.count("wrote ") == 1
     assert "`processes`: 2" in (out / "README.md").read_text()
+    left = float((workdir / "dump" / "rank1.left").read_text())
+    assert left >= (out / "README.md").stat().st_mtime  # rank 1 waited for rank 0's writes before exiting
 
 
 def test_every_process_resumes_from_the_checkpoint(two_process_run, tmp_path: Path) -> None:

@@ -128,9 +128,15 @@ def test_a_fresh_run_replaces_the_logs_of_an_earlier_one(digits: TensorData, tmp
     assert [r["step"] for r in csv_rows(tmp_path / "steps.csv")[1]] == [5]
 
 
-def test_tensorboard_events_and_their_purge_on_resume(digits: TensorData, tmp_path: Path) -> None:
+def test_tensorboard_events_and_their_purge_on_resume(digits: TensorData, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("tensorboard", reason="TensorBoard logging needs the tensorboard package")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.summary.writer import event_file_writer
+
+    # The process's 10th and 11th event files: names that end .9 and .10 (in the same second, "10" < "9"
+    # would put the resumed run's file first, as it did once in CI).
+    monkeypatch.setattr(event_file_writer, "_global_uid", event_file_writer.AtomicCounter(9))
 
     settings = dict(SETTINGS, epochs=1, log_every=4, checkpoint_every=10, log_dir=str(tmp_path / "logs"),
                     checkpoint_dir=str(tmp_path))

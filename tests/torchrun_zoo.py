@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 # other than rank 0 writes under a relative --out shows up there, and with each process's final
 # weights dumped to DUMP/rankN.safetensors.
 SCRIPT = """
-import os, sys
+import os, sys, time
 from safetensors.torch import save_file
 import zoo.training
 from zoo.cli import main
@@ -30,7 +30,11 @@ def fit_and_dump(self, *args, **kwargs):
     return result
 
 zoo.training.Trainer.fit = fit_and_dump
-raise SystemExit(main(sys.argv[2:]))
+try:
+    raise SystemExit(main(sys.argv[2:]))
+finally:  # when this process left zoo's main (after the closing barrier)
+    with open(f"{dump}/rank{rank}.left", "w") as f:
+        f.write(repr(time.time()))
 """
 
 def torchrun(workdir: Path, args: list[str]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], str]:

@@ -264,6 +264,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     trainer = Trainer(model, config)
     if not trainer.world.is_main:
         trainer.fit(args.data, resume=args.resume)
+        trainer.world.barrier()  # rank 0 writes the folder; tear the process group down together
         return
     with FolderLock(args.out):
         check_writable(args.out, model)
@@ -272,6 +273,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         kept = f"The last training checkpoint, in {args.out / 'checkpoints'}, holds the weights of its step." \
             if checkpoints else ""
         save_final(model, args.out, card=card, hint=kept)
+    trainer.world.barrier()  # the other processes wait for the writes above before they exit
     print(f"wrote {args.out}/ (config.json, model.safetensors, README.md)")
     if metrics:
         print(f"{where}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))

@@ -22,7 +22,8 @@ Several machines are torchrun's rendezvous (``--nnodes``, ``--rdzv-endpoint``); 
 - **Randomness**: the global RNG is seeded with ``seed + rank``, so each process draws its own noise
   (reparameterisation, augmentation); the data order generator uses the shared seed.
 - **Writes**: only rank 0 writes checkpoints, logs, pictures and model folders; every process reads
-  the checkpoint to resume. Epoch means and validation losses are all-reduced, so all processes agree
+  the checkpoint to resume. ``zoo train``'s processes meet once more after rank 0
+  has written the model folder, so none tears the process group down while another still uses it. Epoch means and validation losses are all-reduced, so all processes agree
   on early stopping and the best epoch.
 - **A process that stops answering** (stuck in I/O, out of memory, a dead machine) would leave the
   others waiting in their next collective. The process group is created with ``collective_timeout``
@@ -117,6 +118,11 @@ class World:
         if self.size > 1:
             dist.broadcast(tensor, src=0)
         return tensor
+
+    def barrier(self) -> None:
+        """Wait until every process has come here (bounded by the collective timeout)."""
+        if self.size > 1:
+            self._collective("barrier", dist.barrier)
 
     def gather(self, obj: Any) -> list[Any]:
         """Every process's ``obj``, in rank order (small objects: RNG states)."""

@@ -222,4 +222,19 @@ def _tensorboard(folder: Path, purge_step: int | None) -> Any:
         return None
     from torch.utils.tensorboard import SummaryWriter
 
+    _wait_for_a_later_second(folder)
     return SummaryWriter(str(folder), purge_step=purge_step)
+
+
+def _wait_for_a_later_second(folder: Path) -> None:
+    """Sleep (under a second) until the clock is past the second of every event file in ``folder``.
+
+    TensorBoard reads a folder's event files in name order, and a name is
+    ``events.out.tfevents.<second>.<host>.<pid>.<counter>``: a resumed run's file created in the same
+    second as the interrupted run's would be ordered by pid or counter as *strings* (``10`` before
+    ``9``), and its events, purge included, could be read before the ones they replace.
+    """
+    seconds = [int(part) for p in folder.glob("events.out.tfevents.*")
+               if (part := p.name.split(".")[3]).isdigit()]
+    if seconds and (wait := max(seconds) + 1 - time.time()) > 0:
+        time.sleep(wait)
