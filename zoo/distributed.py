@@ -22,8 +22,9 @@ Several machines are torchrun's rendezvous (``--nnodes``, ``--rdzv-endpoint``); 
 - **Randomness**: the global RNG is seeded with ``seed + rank``, so each process draws its own noise
   (reparameterisation, augmentation); the data order generator uses the shared seed.
 - **Writes**: only rank 0 writes checkpoints, logs, pictures and model folders; every process reads
-  the checkpoint to resume. ``zoo train``'s processes meet once more after rank 0
-  has written the model folder, so none tears the process group down while another still uses it. Epoch means and validation losses are all-reduced, so all processes agree
+  the checkpoint to resume. ``zoo train``'s processes meet once more after rank 0 has written the
+  model folder, so none tears the process group down while another still uses it. Epoch means and
+  validation losses are all-reduced, so all processes agree
   on early stopping and the best epoch.
 - **A process that stops answering** (stuck in I/O, out of memory, a dead machine) would leave the
   others waiting in their next collective. The process group is created with ``collective_timeout``
