@@ -309,3 +309,15 @@ def test_importing_zoo_and_the_explorer_does_not_import_gradio() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_two_test_images_are_of_two_labels(explorers: ex.Explorers) -> None:
+    explorer = explorers.get("vae-mnist")
+    stored = (explorer.data.x[:, 0] * 255).round().to(torch.uint8)
+
+    def label(image: np.ndarray) -> int:
+        return int(explorer.data.y[(stored == torch.from_numpy(image)).flatten(1).all(1)][0])
+
+    for seed in range(5):
+        a, b = explorer.test_pair(seed)
+        assert label(a) != label(b)

@@ -347,11 +347,14 @@ class Explorer:
 
     @_inference
     def test_pair(self, seed: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Two test images drawn with ``seed``, to interpolate between."""
+        """Two test images drawn with ``seed``, of two different labels where the data have labels."""
         if self.data is None:
             raise RequestError("no test data for this model: upload two images instead")
         generator = torch.Generator().manual_seed(checks.seed(seed))
-        i, j = torch.randperm(len(self.data), generator=generator)[:2].tolist()
+        order = torch.randperm(len(self.data), generator=generator)
+        i = int(order[0])
+        others = order[1:] if self.data.y is None else order[1:][self.data.y[order[1:]] != self.data.y[i]]
+        j = int((others if len(others) else order[1:])[0])
         return images.to_array(self.data.x[i]), images.to_array(self.data.x[j])
 
     # -- prior samples ------------------------------------------------------------------------------------------

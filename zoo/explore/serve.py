@@ -25,7 +25,11 @@ MAX_UPLOAD = "10mb"
 
 
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name or an address) resolves to loopback addresses only."""
+    """Whether ``host`` (an address, or a name resolved here) means loopback addresses only."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
     try:
         addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
     except (OSError, UnicodeError):
