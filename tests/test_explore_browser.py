@@ -8,7 +8,8 @@ the page makes beyond loopback is refused and recorded (none is allowed). Screen
 ``$ZOO_EXPLORE_SCREENSHOTS`` when set (``docs/explore`` holds the committed ones), else to a temporary folder.
 
 Without Chromium the module is skipped with how to install it (``apt-get install chromium`` on Debian and
-Ubuntu, or ``ZOO_CHROMIUM=/path/to/chrome``); ``.ci/run`` installs it, so CI runs these tests.
+Ubuntu, or ``ZOO_CHROMIUM=/path/to/chrome``); ``.ci/run`` installs it and sets ``ZOO_REQUIRE_BROWSER=1``, so in
+CI the tests run, and a missing browser fails them instead of skipping.
 """
 
 from __future__ import annotations
@@ -38,8 +39,11 @@ os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")  # only ever the 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the browser tests need playwright: pip install -e "
                                                              "'.[dev]'")
 if not CHROMIUM.is_file():
-    pytest.skip(f"the browser tests need Chromium at {CHROMIUM}: install it with `sudo apt-get install chromium` "
-                f"(Debian, Ubuntu) or point ZOO_CHROMIUM at a Chrome or Chromium executable", allow_module_level=True)
+    missing = (f"the browser tests need Chromium at {CHROMIUM}: install it with `sudo apt-get install chromium` "
+               f"(Debian, Ubuntu) or point ZOO_CHROMIUM at a Chrome or Chromium executable")
+    if os.environ.get("ZOO_REQUIRE_BROWSER"):  # CI (.ci/run) installs it: there a missing browser is a failure
+        pytest.fail(missing, pytrace=False)
+    pytest.skip(missing, allow_module_level=True)
 
 TIMEOUT = 60.0
 
