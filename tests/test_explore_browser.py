@@ -31,7 +31,7 @@ from PIL import Image
 
 import zoo
 from zoo.classifier import classify
-from zoo.explore.explorer import MANIFOLD_N, SAMPLES, SAMPLES_PER_ROW
+from zoo.explore.explorer import MANIFOLD_N, SAMPLES, SAMPLES_PER_ROW, Explorers
 from zoo.explore.images import GRID_PADDING
 
 CHROMIUM = Path(os.environ.get("ZOO_CHROMIUM", "/usr/bin/chromium"))
@@ -84,7 +84,7 @@ def browser_page(server: ExploreServer) -> Iterator[Page]:
 
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1150})
+        page = browser.new_page(viewport={"width": 1400, "height": 1350})
         page.set_default_timeout(TIMEOUT * 1000)
         page.route("**/*", only_loopback)
         page.goto(server.url + "/")
@@ -151,9 +151,12 @@ def decode(model: torch.nn.Module, z: list[float], label: int | None = None) -> 
 
 
 def settle(page: object) -> None:
-    """Wait until no event of the page is queued or running (for screenshots of a finished state)."""
+    """Wait until no event of the page is queued or running and every picture is drawn (for screenshots of a
+    finished state)."""
     page.wait_for_function("() => [...document.querySelectorAll('[data-testid=status-tracker]')]"
-                           ".every(tracker => tracker.classList.contains('hide'))")
+                           ".every(tracker => tracker.classList.contains('hide'))"
+                           " && [...document.images].filter(image => image.offsetParent !== null)"
+                           ".every(image => image.complete)")  # the shown ones: hidden tabs load lazily
 
 
 def test_drawing_a_digit_shows_its_reconstruction(page: object, shots: Path) -> None:
@@ -246,6 +249,35 @@ def test_class_seven_on_cvae_gives_sevens(page: object, shots: Path) -> None:
     assert (predicted == 7).float().mean() > 0.75, f"the classifier read {predicted.tolist()}"
     settle(page)
     page.screenshot(path=str(shots / "cvae-7.png"))
+
+
+def test_vq_vae_says_what_does_not_apply_and_its_scatter_decodes_a_click(page: object, shots: Path) -> None:
+    """A spatial, non-generative model: the notes and the samples tab say what is skipped and why, and a click
+    on a point of the scatter of test codes decodes that test image's code."""
+    page.locator("#model input").fill("vq-vae-mnist")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#card h1:has-text('vq-vae-mnist')")
+    notes = page.locator("#notes").inner_text()
+    assert "prior samples: skipped, variant vq-vae does not declare generative" in notes
+    assert "a unit is a channel" in notes
+    page.get_by_role("tab", name="Samples").click()
+    assert "does not declare generative" in page.locator("#samples-note").inner_text()
+    assert page.locator("#draw-samples").is_disabled()
+    page.get_by_role("tab", name="Map").click()
+    new_src(page, "map", None)
+    explorer = Explorers("cpu").get("vq-vae-mnist")  # the same data, codes and scatter as the server's
+    k = 345
+    x, y = explorer.scatter._pixel_points[k]
+    before = src(page, "picked")
+    click_pixel(page, "map", x - 0.5, y - 0.5)
+    picked = pixels(page, new_src(page, "picked", before))
+    index = int(page.locator("#caption").inner_text().split()[2])
+    assert np.hypot(*(explorer.scatter._pixel_points[index] - [x, y])) <= 1.5, "another point than the clicked one"
+    with torch.no_grad():
+        expected = (explorer.model(explorer.data.x[index:index + 1]).clamp(0, 1) * 255).round()[0, 0].numpy()
+    assert np.abs(picked.astype(int) - expected.astype(int)).max() <= 1, "not the decode of that test image's code"
+    settle(page)
+    page.screenshot(path=str(shots / "vq-vae-scatter.png"))
 
 
 def test_bad_input_shows_an_error_and_the_page_goes_on(page: object, shots: Path, tmp_path: Path) -> None:

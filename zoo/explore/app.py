@@ -25,6 +25,7 @@ import gradio as gr  # noqa: E402  (after the variable above, which Gradio reads
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from zoo.contract import skip_note  # noqa: E402
 from zoo.errors import ZooError  # noqa: E402
 from zoo.explore.checks import finite_values  # noqa: E402
 from zoo.explore.explorer import (  # noqa: E402
@@ -153,6 +154,7 @@ def build_app(name: str, explorers: Explorers) -> gr.Blocks:
                 with gr.Row():
                     sample_seed = gr.Number(0, precision=0, label="Seed", elem_id="sample-seed")
                     draw_samples = gr.Button(f"Draw {SAMPLES} samples", variant="primary", elem_id="draw-samples")
+                samples_note = gr.Markdown(elem_id="samples-note")
                 samples = _image("Prior samples", "samples", height=280)
             with gr.Tab("Map", id="map"):
                 map_note = gr.Markdown(elem_id="map-note")
@@ -184,11 +186,12 @@ def build_app(name: str, explorers: Explorers) -> gr.Blocks:
             return (card_text(explorer.model, explorer.name), _notes(explorer), label_update,
                     gr.update(value=value, canvas_size=size, brush=brush), None, None, None, None, None, "", "",
                     None, None, *_slider_updates(explorer, None), None, None, None,
-                    explorer.samples(0, first) if explorer.generative else None,
-                    explorer.map_picture(first), map_text, None, "")
+                    explorer.samples(0, first) if explorer.generative else None, _samples_note(explorer),
+                    gr.update(interactive=explorer.generative), explorer.map_picture(first), map_text, None, "")
 
         load_outputs = [card, notes, label, editor, seen, recon, moved, chart, table, adapted, likelihood, code,
-                        base, *sliders, strip, at_t, codes, samples, picture, map_note, picked, caption]
+                        base, *sliders, strip, at_t, codes, samples, samples_note, draw_samples, picture, map_note,
+                        picked, caption]
         demo.load(load_model, model, load_outputs, api_name=False)
         model.change(load_model, model, load_outputs, api_name="load_model")
 
@@ -301,6 +304,14 @@ def _notes(explorer: Explorer) -> str:
     head = f"**{explorer.name}** ({explorer.model.variant_name}, latent {'x'.join(map(str, explorer.shape))}, " \
            f"{where}; sliders by {explorer.sliders_by}; NLL with K = {NLL_SAMPLES})"
     return "\n".join([head, *(f"- {line}" for line in lines)])
+
+
+def _samples_note(explorer: Explorer) -> str:
+    """What the samples tab shows for this model, or why it shows nothing."""
+    if not explorer.generative:
+        return skip_note(explorer.model, "generative", "prior samples")
+    what = f"{SAMPLES} decodes of draws from the prior"
+    return what + (", of the class picked above." if explorer.num_classes else ".")
 
 
 def _shown(explorer: Explorer, values: tuple[Any, ...]) -> list[Any]:

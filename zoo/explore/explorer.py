@@ -164,8 +164,8 @@ class Explorer:
         """One line per part of the page that does not apply to this model, or works differently, and why."""
         notes = []
         if not self.variational:
-            notes.append(skip_note(self.model, "variational", "ELBO terms and importance-sampled NLL; sliders "
-                                                               "ordered by KL (ordered by code variance instead)"))
+            notes.append(skip_note(self.model, "variational", "ELBO terms, importance-sampled NLL and KL per "
+                                                               "latent"))
             if not has(self.model, "has_likelihood"):
                 notes.append(skip_note(self.model, "has_likelihood", "reconstruction likelihood"))
         if not self.generative:

@@ -51,6 +51,7 @@ def posterior_chart(mean: Tensor, spread: Tensor, *, unit: str, spread_name: str
     ax.errorbar(units, mean.float().numpy(), yerr=spread.float().numpy(), fmt="o", color="tab:blue",
                 ecolor="tab:orange", elinewidth=3, capsize=3, label=f"mean +- {spread_name}")
     ax.axhline(0, color="black", linewidth=0.6)
+    ax.margins(y=0.12)
     if len(units) <= MAX_TICKS:
         ax.set_xticks(units)
     ax.tick_params(labelsize=8)
@@ -73,7 +74,7 @@ class Scatter:
 
     def __post_init__(self) -> None:
         fig = _figure(SCATTER_SIZE)
-        ax = fig.add_axes((0.12, 0.1, 0.7, 0.82))
+        ax = fig.add_axes((0.12, 0.1, 0.7, 0.78))
         self._draw(ax)
         self.picture = _pixels(fig)
         # Display coordinates have their origin bottom-left; a picture's pixel rows count from the top.
