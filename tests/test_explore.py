@@ -277,6 +277,29 @@ def test_test_data_of_another_shape_are_not_used() -> None:
     assert explorer.data is None and "(1, 8, 8) images and the model reads (1, 28, 28)" in explorer.notes()[-1]
 
 
+def test_every_kind_of_name_is_explored(olah, tmp_path: Path) -> None:
+    """A Hub repo (served by olah on loopback), a local-dir: reference and a bare folder, each with the dataset
+    its card names, and the same answers as the registered checkpoint."""
+    folder = ROOT / "model_cards" / "vae-mnist-2d"
+    olah.repo("org/explore-vae-mnist-2d").commit_folder(folder)
+    explorers = ex.Explorers("cpu")
+    reference = explorers.get("vae-mnist-2d")
+    image = digit_image(reference)
+    for name in ("hf-hub:org/explore-vae-mnist-2d", f"local-dir:{folder}", str(folder)):
+        explorer = explorers.get(name)
+        assert explorer.name == name and explorer.dataset == "mnist" and explorer.units == reference.units
+        assert np.array_equal(explorer.reconstruct(image).reconstruction, reference.reconstruct(image).reconstruction)
+        assert explorer.model.pretrained_info["path"]  # the card beside the picker is this folder's
+        assert ex.card_text(explorer.model, name).startswith("# vae-mnist-2d")
+
+
+def test_answers_are_computed_in_inference_mode(explorers: ex.Explorers) -> None:
+    explorer = explorers.get("vae-mnist")
+    reading = explorer.reconstruct(digit_image(explorer))
+    assert reading.code.is_inference() and not explorer.model.training
+    assert explorer.sample_point(3).is_inference()
+
+
 def test_explorers_keep_a_few_models() -> None:
     explorers = ex.Explorers("cpu", capacity=2)
     first = explorers.get("vae-mnist-2d")

@@ -234,6 +234,11 @@ def test_interpolating_between_two_test_images(page: object, shots: Path) -> Non
 
 
 def test_class_seven_on_cvae_gives_sevens(page: object, shots: Path) -> None:
+    page.locator("#model input").click()  # the picker lists every installed checkpoint
+    options = page.get_by_role("option")
+    options.first.wait_for()
+    listed = sorted(text.removeprefix("✓").strip() for text in options.all_inner_texts())  # ✓: the model shown
+    assert listed == zoo.list_checkpoints()
     page.locator("#model input").fill("cvae-mnist")
     page.keyboard.press("Enter")
     page.wait_for_selector("#card h1:has-text('cvae-mnist')")
