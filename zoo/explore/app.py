@@ -77,10 +77,10 @@ def _canvas(explorer: Explorer) -> tuple[dict[str, Any], tuple[int, int], gr.Bru
 
 
 def _slider_updates(explorer: Explorer, code: torch.Tensor | None) -> list[Any]:
-    """Updates of the ``MAX_SLIDERS`` slider components for a starting code: shown ones set to the code's
-    values with their range and caption, the others hidden."""
+    """Updates of the ``MAX_SLIDERS`` slider components for a starting code (None: before any, the centres of
+    their ranges): shown ones set to the code's values with their range and caption, the others hidden."""
     sliders = explorer.sliders(code)
-    values = explorer.slider_values(code) if code is not None else [0.0] * len(sliders)
+    values = explorer.slider_values(code) if code is not None else [float(explorer.centre[s.unit]) for s in sliders]
     updates = [gr.update(visible=True, label=s.label, minimum=s.low, maximum=s.high, value=v)
                for s, v in zip(sliders, values, strict=True)]
     return updates + [gr.update(visible=False, value=0.0)] * (MAX_SLIDERS - len(sliders))

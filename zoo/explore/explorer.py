@@ -188,10 +188,11 @@ class Explorer:
 
     # -- helpers ------------------------------------------------------------------------------------------------
 
-    def _labels(self, label: int | None, n: int = 1) -> Tensor | None:
+    def _labels(self, label: int | None) -> Tensor | None:
+        """One example's label tensor (1,) for a conditional model, None for any other."""
         if not self.num_classes:
             return None
-        return torch.full((n,), int(label), dtype=torch.long, device=self.device)
+        return torch.tensor([int(label)], dtype=torch.long, device=self.device)
 
     def _decode(self, z: Tensor, label: int | None) -> Tensor:
         y = labels_for(self.model, label)
