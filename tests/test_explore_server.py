@@ -140,3 +140,24 @@ def test_a_space_of_a_folder_carries_the_weights(tmp_path: Path) -> None:
     assert "local-dir:" in (space / "app.py").read_text()
     with pytest.raises(Exception, match="not an empty folder"):
         write_space("vae-mnist", space)
+
+
+def test_the_page_answers_errors_as_messages_and_runs_in_inference_mode() -> None:
+    """Every event runs under torch.inference_mode(); a bad request shows its own message, anything else its
+    type and message, never a traceback."""
+    import gradio as gr
+    import torch
+
+    from zoo.explore.app import answer
+    from zoo.explore.checks import RequestError
+
+    assert answer(torch.is_inference_mode_enabled)() is True
+    def refuse() -> None:
+        raise RequestError("the seed must be a whole number from 0 to 9, got -1")
+
+    with pytest.raises(gr.Error) as bad_request:
+        answer(refuse)()
+    assert bad_request.value.message == "the seed must be a whole number from 0 to 9, got -1"
+    with pytest.raises(gr.Error) as bug:
+        answer(lambda: 1 / 0)()
+    assert bug.value.message == "the request failed: ZeroDivisionError: division by zero"

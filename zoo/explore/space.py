@@ -56,7 +56,9 @@ The page is [ae-zoo](https://pypi.org/project/ae-zoo/)'s `zoo explore`; this fol
 zoo explore {name} --space OUT
 ```
 
-Run it locally with `pip install -r requirements.txt && python app.py`.
+Run it locally with `pip install -r requirements.txt && python app.py`. `requirements.txt` installs ae-zoo
+{version} from PyPI; for a version that is not published there, point it at your copy
+(`ae-zoo[explore] @ git+https://github.com/ORG/ae-zoo@REVISION`).
 """
 
 
@@ -97,5 +99,6 @@ def write_space(name: str, out: str | Path, *, data: str | None = None) -> Path:
                          short_description=f"Explore the latent space of {title}"[:60])
     (out / "app.py").write_text(APP.format(title=title, name=name, model=reference, data=data))
     (out / "requirements.txt").write_text(f"ae-zoo[explore]=={__version__}\n")
-    (out / "README.md").write_text(README.format(front_matter=card.to_yaml(), title=title, name=name))
+    (out / "README.md").write_text(README.format(front_matter=card.to_yaml(), title=title, name=name,
+                                                 version=__version__))
     return out
