@@ -1,4 +1,4 @@
-"""The ``zoo`` command: list, info, plugins, train, eval, push, fetch, sample, experiment."""
+"""The ``zoo`` command: list, info, plugins, train, eval, push, fetch, sample, experiment, explore."""
 
 from __future__ import annotations
 
@@ -164,6 +164,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("experiments"), help="writes OUT/NAME/ (default: experiments)")
     p.add_argument("--quick", action="store_true", help="a short version (what the tests run)")
     p.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser("explore", help="an interactive page for a model in the browser (pip install "
+                                       "'ae-zoo[explore]')")
+    p.add_argument("name", help="a checkpoint name, hf-hub:ORG/NAME, local-dir:PATH or a folder")
+    p.add_argument("--port", type=int, default=None, help="default: the first free port from 7860")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only; "
+                                                      "0.0.0.0 opens the page to the network)")
+    p.add_argument("--share", action="store_true", help="also a public link through Gradio's tunnel servers (off "
+                                                        "by default: no traffic leaves the machine)")
+    p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:1, ...")
+    p.add_argument("--data", default=None, help="test data for slider ranges and the scatter (default: the "
+                                                "dataset the model card names)")
+    p.add_argument("--space", type=Path, default=None, metavar="OUT",
+                   help="write a folder that runs as a Hugging Face Space instead of serving")
+    p.set_defaults(func=cmd_explore)
     return parser
 
 
@@ -468,6 +483,23 @@ def cmd_experiment(args: argparse.Namespace) -> None:
         print(f"{result.name}: the claim {result.status}. {result.verdict}")
         print(f"wrote {args.out / result.name}/README.md", flush=True)
     print(f"index: {write_index(args.out)}")
+
+
+def cmd_explore(args: argparse.Namespace) -> None:
+    if args.space is not None:
+        from zoo.explore.space import write_space
+
+        folder = write_space(args.name, args.space, data=args.data)
+        print(f"wrote the Space {folder} (app.py, requirements.txt, README.md); try it with: cd {folder} && "
+              f"python app.py")
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        raise ZooError("zoo explore needs Gradio: pip install 'ae-zoo[explore]'")
+    from zoo.explore.serve import serve
+
+    serve(args.name, host=args.host, port=args.port, share=args.share, device=args.device, data=args.data)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,7 @@ Several machines are torchrun's rendezvous (``--nnodes``, ``--rdzv-endpoint``); 
 - **Writes**: only rank 0 writes checkpoints, logs, pictures and model folders; every process reads
   the checkpoint to resume. ``zoo train``'s processes meet once more after rank 0 has written the
   model folder, so none tears the process group down while another still uses it. Epoch means and
-  validation losses are all-reduced, so all processes agree
-  on early stopping and the best epoch.
+  validation losses are all-reduced, so all processes agree on early stopping and the best epoch.
 - **A process that stops answering** (stuck in I/O, out of memory, a dead machine) would leave the
   others waiting in their next collective. The process group is created with ``collective_timeout``
   (``TrainConfig``, ``--collective-timeout``; 10 minutes by default); a collective that times out is a
