@@ -18,6 +18,7 @@ import os, sys, time
 from safetensors.torch import save_file
 import zoo.training
 from zoo.cli import main
+from zoo.distributed import end_process
 
 rank, dump = int(os.environ["RANK"]), sys.argv[1]
 os.makedirs(f"rank{rank}", exist_ok=True)
@@ -31,10 +32,11 @@ def fit_and_dump(self, *args, **kwargs):
 
 zoo.training.Trainer.fit = fit_and_dump
 try:
-    raise SystemExit(main(sys.argv[2:]))
+    code = main(sys.argv[2:])
 finally:  # when this process left zoo's main (after the closing barrier)
     with open(f"{dump}/rank{rank}.left", "w") as f:
         f.write(repr(time.time()))
+raise SystemExit(end_process(code))  # as `python -m zoo` ends
 """
 
 def torchrun(workdir: Path, args: list[str]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], str]:

@@ -1,5 +1,5 @@
 """``python -m zoo`` runs the command line (also under ``torchrun``)."""
 
-from zoo.cli import main
+from zoo.cli import entry_point
 
-raise SystemExit(main())
+raise SystemExit(entry_point())

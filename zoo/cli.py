@@ -28,6 +28,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def entry_point() -> int:
+    """The ``zoo`` console script and ``python -m zoo``: :func:`main`, then the end of a process that
+    trained under torchrun (:func:`zoo.distributed.end_process`)."""
+    from zoo.distributed import end_process
+
+    return end_process(main())
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with its errors as :class:`UsageError`: one line like every other user error, instead of
     the usage block and a separate message."""
@@ -78,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collective-timeout", type=float, default=None, metavar="SECONDS",
                    help="under torchrun: how long a process waits for the others before the run fails, naming "
                         "the silent ones (default 600)")
+    p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                   help="torch.compile the loss (forward and backward); MODE is torch.compile's: default, "
+                        "reduce-overhead (CUDA graphs on a GPU), max-autotune (off by default: see docs/benchmarks.md)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("finetune", help="fine-tune a pretrained model on your data: OUT/ best weights, OUT/last/ last")
@@ -113,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write a resumable checkpoint to OUT/checkpoints every STEPS steps and at each epoch end")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in OUT/checkpoints")
     p.add_argument("--precision", default=None, help="fp32 (default), bf16 or fp16, as for zoo train")
+    p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                   help="torch.compile the loss, as for zoo train")
     p.add_argument("--log-every", type=int, default=None, metavar="STEPS",
                    help="log every term every STEPS steps to OUT/logs, as for zoo train")
     p.add_argument("--collective-timeout", type=float, default=None, metavar="SECONDS",
@@ -270,7 +283,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                 **{k: v for k, v in given.items() if v is not None}}
     checkpoints = args.checkpoint_every is not None or args.resume
     logs = {"log_dir": str(args.out / "logs"), "log_every": args.log_every} if args.log_every is not None else {}
-    config = replace_config(TrainConfig(), {"device": args.device, "max_steps": args.max_steps,
+    config = replace_config(TrainConfig(), {"device": args.device, "max_steps": args.max_steps, "compile": args.compile,
                                             "progress": not args.no_progress, **settings, **logs,
                                             "checkpoint_dir": str(args.out / "checkpoints") if checkpoints else None},
                             source="train settings")  # checked before anything runs
@@ -341,7 +354,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
                "nll_samples": args.nll_samples if main_process else 0, "precision": args.precision,
                "checkpoint_dir": str(args.out / "checkpoints") if checkpoints else None,
                "log_dir": str(args.out / "logs") if args.log_every is not None else None, "log_every": args.log_every,
-               "collective_timeout": args.collective_timeout, "crop_size": args.crop_size}
+               "collective_timeout": args.collective_timeout, "crop_size": args.crop_size, "compile": args.compile}
     parent = load_any(args.name)
     config_class = get_variant(parent.variant_name).config_class
     overrides = dict(parse_override(item, config_class) for item in args.overrides)
