@@ -91,7 +91,8 @@ def random_shift(x: Tensor, max_shift: int, generator: torch.Generator | None = 
     (zero padding), batched by indexing: a cheap, label-preserving augmentation for digits."""
     n, c, h, w = x.shape
     padded = torch.nn.functional.pad(x, (max_shift,) * 4)
-    dy, dx = (torch.randint(0, 2 * max_shift + 1, (2, n, 1), generator=generator).to(x.device)).unbind(0)
+    where = x.device if generator is None else generator.device  # drawn on the images' device: no copy per step
+    dy, dx = torch.randint(0, 2 * max_shift + 1, (2, n, 1), generator=generator, device=where).to(x.device).unbind(0)
     rows = (torch.arange(h, device=x.device) + dy)[:, :, None]
     cols = (torch.arange(w, device=x.device) + dx)[:, None, :]
     return padded.permute(0, 2, 3, 1)[torch.arange(n, device=x.device)[:, None, None], rows, cols].permute(0, 3, 1, 2)

@@ -7,7 +7,7 @@ fp16 and several processes alike::
 
     ctx = step_context()
     with ctx.autocast():                  # bf16/fp16 autocast; nothing in fp32
-        out = self.loss(model, batch, step=step)
+        out = ctx.compiled(self.loss)(model, batch, step=step)   # torch.compile'd under `compile`
     ensure_finite(out, step)
     optimizer.zero_grad(set_to_none=True)
     ctx.backward(out.total)               # the loss times the fp16 scale
@@ -46,10 +46,14 @@ class StepContext:
 
     def __init__(self, *, precision: str = "fp32",
                  autocast: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
-                 scaler: torch.amp.GradScaler | None = None, world: World | None = None) -> None:
+                 scaler: torch.amp.GradScaler | None = None, world: World | None = None,
+                 compile_mode: str | None = None) -> None:
         self.precision = precision
         self.scaler = scaler
         self.world = world or World()
+        #: torch.compile's mode for :meth:`compiled` (None: eager; zoo.compiling).
+        self.compile_mode = compile_mode
+        self._compiled: dict[Any, Callable[..., Any]] = {}
         self._autocast = autocast
         self._autocast_used = False
         self._stepping = False
@@ -65,6 +69,18 @@ class StepContext:
         """The context to compute the forward pass and the loss in (autocast; a null context in fp32)."""
         self._autocast_used = True
         return self._autocast()
+
+    def compiled(self, loss: Callable[..., Any]) -> Callable[..., Any]:
+        """``loss`` as this run computes it: itself, or under ``compile`` its torch.compile'd form (compiled
+        once per loss function and kept for the run; :mod:`zoo.compiling`)."""
+        if self.compile_mode is None:
+            return loss
+        key = (getattr(loss, "__func__", loss), id(getattr(loss, "__self__", None)))
+        if key not in self._compiled:
+            from zoo.compiling import compile_loss
+
+            self._compiled[key] = compile_loss(loss, self.compile_mode)
+        return self._compiled[key]
 
     def backward(self, loss: Tensor) -> None:
         """``loss.backward()``, with the loss multiplied by the fp16 scale when there is one."""

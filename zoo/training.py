@@ -35,6 +35,7 @@ from zoo.checkpointing import (
     rng_state,
     save_checkpoint,
 )
+from zoo.compiling import check_compile_mode
 from zoo.config import check_fields, config_to_dict, replace_config
 from zoo.data import TensorData, as_data, random_shift
 from zoo.devices import resolve_device
@@ -95,6 +96,10 @@ class TrainConfig:
     #: Several processes (torchrun): seconds a process waits in a collective (gradient averaging, epoch means)
     #: for the others before the run fails, naming the ranks that did not answer (zoo.distributed).
     collective_timeout: float = DEFAULT_TIMEOUT
+    #: torch.compile the variant's loss (forward and backward) with this mode: "default", "reduce-overhead"
+    #: (CUDA graphs on a GPU), "max-autotune", "max-autotune-no-cudagraphs"; None: eager (zoo.compiling).
+    #: Off by default: it costs seconds to compile and, on a small CPU, gives little (docs/benchmarks.md).
+    compile: str | None = None
 
     def __post_init__(self) -> None:
         # lr 0 and max_steps 0 are allowed: gradients without updates, or no step (diagnostics, baselines).
@@ -102,6 +107,7 @@ class TrainConfig:
                                      "collective_timeout"),
                      non_negative=("lr", "max_steps", "weight_decay", "seed", "max_shift", "checkpoint_every"))
         check_precision(self.precision)
+        check_compile_mode(self.compile)
 
 
 @dataclass
@@ -140,8 +146,12 @@ class Trainer:
             raise ConfigError(f"batch_size {cfg.batch_size} is the global batch and must divide evenly among the "
                               f"{self.world.size} processes")
         #: What the variant's train_step uses for precision and gradient averaging (zoo.stepping).
+        if cfg.compile is not None and not self.variant.compilable:
+            logger.warning("variant %r opts out of torch.compile (compilable = False): its loss runs eagerly",
+                           self.variant.name)
         self.context = StepContext(precision=cfg.precision, autocast=autocast_factory(cfg.precision, self.device),
-                                   scaler=make_scaler(cfg.precision, self.device), world=self.world)
+                                   scaler=make_scaler(cfg.precision, self.device), world=self.world,
+                                   compile_mode=cfg.compile if self.variant.compilable else None)
         self.model = model.to(self.device)
         self.optimizers: dict[str, torch.optim.Optimizer] | None = None
         self.step = 0

@@ -74,6 +74,8 @@ class Variant:
     metric_names: ClassVar[dict[str, str]] = {}
     #: The ``train_step`` term that must fall when training on one fixed batch (conformance kit).
     monitored_term: ClassVar[str] = "loss"
+    #: ``TrainConfig.compile`` may torch.compile this variant's ``loss`` (zoo.compiling); False keeps it eager.
+    compilable: ClassVar[bool] = True
 
     # -- configs ---------------------------------------------------------------------------
     def default_config(self) -> Any:
@@ -134,7 +136,7 @@ class Variant:
         ctx = step_context()
         (optimizer,) = optimizers.values()
         with ctx.autocast():
-            out = self.loss(model, batch, step=step)
+            out = ctx.compiled(self.loss)(model, batch, step=step)
         ensure_finite(out, step)
         optimizer.zero_grad(set_to_none=True)
         ctx.backward(out.total)

@@ -1,0 +1,51 @@
+"""``TrainConfig.compile``: the training step's loss through ``torch.compile``.
+
+What is compiled is the variant's ``loss`` (the forward pass and, through AOTAutograd, its backward),
+called from the default ``train_step`` via :meth:`zoo.stepping.StepContext.compiled`. The optimiser step
+stays eager: ``make_adam`` already takes Adam's fused kernel, one call for all parameters. The finite-loss
+check and the term bookkeeping stay outside the graph, so a compiled run keeps every guarantee of an
+eager one. ``mode`` is torch.compile's: ``"reduce-overhead"`` adds CUDA graphs on a GPU.
+
+A variant opts out with ``compilable = False`` (its loss then runs eagerly, and the run says so); one that
+overrides ``train_step`` decides for itself by calling ``step_context().compiled(self.loss)`` or not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from zoo.errors import ConfigError
+
+#: torch.compile's modes (``torch._inductor.list_mode_options``), the values ``compile`` takes besides None.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def check_compile_mode(mode: str | None) -> str | None:
+    """``mode`` if it is None or one of torch.compile's modes; otherwise a ConfigError naming them."""
+    if mode is not None and mode not in COMPILE_MODES:
+        raise ConfigError(f"compile must be one of {', '.join(map(repr, COMPILE_MODES))} (torch.compile's "
+                          f"modes) or None for eager, not {mode!r}")
+    return mode
+
+
+def compile_loss(loss: Callable[..., Any], mode: str) -> Callable[..., Any]:
+    """``loss`` (returning a :class:`~zoo.variant.LossOutput`) compiled with ``torch.compile(mode=mode)``.
+
+    The compiled function returns the total and the terms as a tuple (plain outputs for the graph); the
+    wrapper hands the caller the same ``LossOutput`` an eager call would.
+    """
+    from zoo.variant import LossOutput
+
+    def parts(*args: Any, **kwargs: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        out = loss(*args, **kwargs)
+        return out.total, out.terms
+
+    compiled = torch.compile(parts, mode=mode)
+
+    def call(*args: Any, **kwargs: Any) -> LossOutput:
+        return LossOutput(*compiled(*args, **kwargs))
+
+    return call
