@@ -50,13 +50,23 @@ class RunningTerms:
         self.world = world
         self.sums = dict(sums or {})
         self.count = count
+        self._keys: list[str] | None = None  # the terms, in order, once a step has been added
+        self._vector: Tensor | None = None  # their sums, one float32 vector (self.sums holds views into it)
         self._read: tuple[int, dict[str, float]] | None = None
         self._window_start = (self.totals(), count)  # a resumed epoch's window starts at the checkpoint
 
     def add(self, terms: dict[str, Tensor]) -> None:
-        """Add one step's terms (float32 sums, whatever the precision of the terms)."""
-        for key, value in terms.items():
-            self.sums[key] = self.sums[key] + value if key in self.sums else value.to(torch.float32, copy=True)
+        """Add one step's terms (float32 sums, whatever the precision of the terms): two operations per step
+        whatever the number of terms (one stack, one in-place add) once the terms are known."""
+        if list(terms) == self._keys:
+            self._vector += torch.stack(list(terms.values()))
+        else:  # the first step, or a term that was not there before: start the vector anew from the sums
+            for key, value in terms.items():
+                self.sums[key] = self.sums[key] + value if key in self.sums else value.to(torch.float32, copy=True)
+            self._keys = list(self.sums)
+            device = next(iter(terms.values())).device  # a resumed epoch's sums come from the checkpoint on the CPU
+            self._vector = torch.stack([v.to(device=device, dtype=torch.float32) for v in self.sums.values()])
+            self.sums = dict(zip(self._keys, self._vector.unbind(), strict=True))  # views: they follow the vector
         self.count += 1
 
     def totals(self) -> dict[str, float]:

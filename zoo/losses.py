@@ -61,7 +61,8 @@ def check_unit_range(x: Tensor) -> None:
 def bernoulli_nll(logits: Tensor, x: Tensor) -> Tensor:
     """-log Bernoulli(x; sigmoid(logits)) per example: binary cross-entropy summed over pixels."""
     check_unit_range(x)
-    nll = F.binary_cross_entropy_with_logits(logits.float(), x.float().expand_as(logits), reduction="none")
+    target = x.float() if x.shape == logits.shape else x.float().expand_as(logits)
+    nll = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none")
     return _sum_example(nll, x.dim())
 
 
