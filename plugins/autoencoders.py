@@ -13,7 +13,7 @@ from torch import Tensor
 
 import zoo
 from zoo.config import check_fields
-from zoo.distributions import PointMass
+from zoo.distributions import PointMass, generator_kwargs
 from zoo.errors import ConfigError
 from zoo.losses import bernoulli_kl, reconstruction_nll
 from zoo.model import ZooModel
@@ -169,9 +169,10 @@ class DenoisingVariant(AutoencoderVariant):
         """x~: Gaussian noise and/or masking, as configured."""
         noisy = x
         if config.noise_std > 0:
-            noisy = noisy + config.noise_std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            eps = torch.randn(x.shape, device=x.device, dtype=x.dtype, **generator_kwargs(generator))
+            noisy = noisy + config.noise_std * eps
         if config.mask_prob > 0:
-            keep = torch.rand(x.shape, generator=generator, device=x.device) >= config.mask_prob
+            keep = torch.rand(x.shape, device=x.device, **generator_kwargs(generator)) >= config.mask_prob
             noisy = noisy * keep
         return noisy.clamp(0, 1) if config.clip else noisy
 

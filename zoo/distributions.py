@@ -71,6 +71,13 @@ class Posterior:
         return f"{type(self).__name__}(batch={self.shape[0]}, latent_shape={self.latent_shape})"
 
 
+def generator_kwargs(generator: torch.Generator | None) -> dict[str, torch.Generator]:
+    """``{"generator": generator}``, or nothing for the default generator: torch.compile traces
+    ``torch.randn(shape, generator=None)`` with a dynamic batch size as an error, ``torch.randn(shape)`` not
+    (the draws are the same)."""
+    return {} if generator is None else {"generator": generator}
+
+
 class DiagonalGaussian(Posterior):
     """A batch of diagonal Gaussians; ``mean`` and ``logvar`` have shape (batch, *latent_shape).
 
@@ -101,7 +108,7 @@ class DiagonalGaussian(Posterior):
     def sample(self, num_samples: int | None = None, generator: torch.Generator | None = None) -> Tensor:
         """Reparameterised sample z = mean + stddev * eps (gradients reach mean and logvar)."""
         shape = self.mean.shape if num_samples is None else (num_samples, *self.mean.shape)
-        eps = torch.randn(shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        eps = torch.randn(shape, device=self.mean.device, dtype=self.mean.dtype, **generator_kwargs(generator))
         return self.mean + self.stddev * eps
 
     def kl(self) -> Tensor:
