@@ -20,14 +20,15 @@ test: $(BIN)/zoo
 	$(BIN)/ruff check zoo plugins tests examples model_cards benchmarks
 	ZOO_STRICT_PLUGINS=1 $(BIN)/pytest -q
 
-# Speed, memory and load time against hand-written loops and pythae, and zoo explore's slider against a bare
-# decode (minutes; results in benchmarks/results, docs/benchmarks.md).
+# Speed, memory and load time against hand-written loops and pythae, the training loop's own cost per step,
+# and zoo explore's slider against a bare decode (minutes; results in benchmarks/results, docs/benchmarks.md).
 bench: $(BIN)/zoo
 	$(MAKE) bench-pythae-env || echo "pythae could not be installed: bench.py runs without it"
 	$(BIN)/python benchmarks/bench.py
 	$(BIN)/python benchmarks/bench_paths.py
 	$(BIN)/python benchmarks/bench_diffusers.py
 	$(BIN)/python benchmarks/bench_explore.py
+	$(BIN)/python benchmarks/bench_overhead.py
 
 # pythae in an environment of its own, with the zoo's torch: it is not a dependency of the zoo (it
 # saves models with cloudpickle and installs the old `dataclasses` backport). bench.py skips pythae,

@@ -20,6 +20,7 @@ sys.path.insert(0, str(BENCHMARKS))
 
 import bench  # noqa: E402  (a script folder, not a package)
 import bench_diffusers  # noqa: E402
+import bench_overhead  # noqa: E402
 import bench_paths  # noqa: E402
 from common import EpochTimer, in_fresh_process, write_doc  # noqa: E402
 
@@ -130,3 +131,20 @@ def test_pythae_side_starts_from_the_hand_written_weights(tmp_path: Path) -> Non
     assert len(run["epoch_times"]) == 2 and np.isfinite(run["test_neg_elbo"])
     out = subprocess.run([str(PYTHAE_PYTHON), "-c", "import zoo"], capture_output=True, text=True)
     assert out.returncode != 0, "pythae's environment must not see the zoo: the comparison would not be separate"
+
+
+@pytest.mark.parametrize("workload", list(bench_overhead.WORKLOADS))
+def test_overhead_sides_compute_the_same_loss_and_gradients(workload: str) -> None:
+    """The hand loop's loss is the zoo VAE's loss (its negative ELBO) on the same batch and noise, with the
+    same gradients: the overhead benchmark times two loops around one computation."""
+    model, data, spec = bench_overhead.setup(workload)
+    x = data.x[:spec["batch_size"]]
+    torch.manual_seed(3)
+    ours = zoo.get_variant("vae").loss(model, (x,)).total
+    ours_grads = torch.autograd.grad(ours, list(model.parameters()))
+    torch.manual_seed(3)
+    theirs = bench_overhead.hand_loss(model, x)
+    theirs_grads = torch.autograd.grad(theirs, list(model.parameters()))
+    torch.testing.assert_close(theirs, ours, rtol=1e-6, atol=1e-4)
+    for a, b in zip(theirs_grads, ours_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

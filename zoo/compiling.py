@@ -35,7 +35,10 @@ def compile_loss(loss: Callable[..., Any], mode: str) -> Callable[..., Any]:
     """``loss`` (returning a :class:`~zoo.variant.LossOutput`) compiled with ``torch.compile(mode=mode)``.
 
     The compiled function returns the total and the terms as a tuple (plain outputs for the graph); the
-    wrapper hands the caller the same ``LossOutput`` an eager call would.
+    wrapper hands the caller the same ``LossOutput`` an eager call would. Shapes are static
+    (``dynamic=False``): an epoch's smaller last batch gets a graph of its own, compiled once, because the
+    dynamic-shape graph torch.compile would otherwise switch to ran a small VAE's step at about 2.6x the
+    time of the static one on the CPU (benchmarks/bench_overhead.py).
     """
     from zoo.variant import LossOutput
 
@@ -43,7 +46,7 @@ def compile_loss(loss: Callable[..., Any], mode: str) -> Callable[..., Any]:
         out = loss(*args, **kwargs)
         return out.total, out.terms
 
-    compiled = torch.compile(parts, mode=mode)
+    compiled = torch.compile(parts, mode=mode, dynamic=False)
 
     def call(*args: Any, **kwargs: Any) -> LossOutput:
         return LossOutput(*compiled(*args, **kwargs))

@@ -64,6 +64,10 @@ class TensorData:
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.x.shape[1:])  # type: ignore[return-value]
 
+    def without_labels(self) -> TensorData:
+        """The images alone (the same tensor, not a copy)."""
+        return self if self.y is None else TensorData(self.x)
+
     def to(self, device: torch.device) -> TensorData:
         return TensorData(self.x.to(device), None if self.y is None else self.y.to(device))
 

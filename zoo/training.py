@@ -182,6 +182,8 @@ class Trainer:
         if self.variant.conditional and train.y is None:
             raise DataError(f"variant {self.variant.name!r} is conditional and needs labels: pass (x, y) "
                             f"or a labelled dataset")
+        if not self.variant.conditional:  # labels reach only conditional variants: no index op for them per step
+            train, val = train.without_labels(), None if val is None else val.without_labels()
         if val is not None and len(val) < world.size:
             raise DataError(f"{len(val)} validation examples are too few to share among {world.size} processes")
         check_data(self.variant, self.model, {"training data": train, "validation data": val})

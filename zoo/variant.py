@@ -58,7 +58,8 @@ class Variant:
     #: One line for ``zoo list``.
     description: ClassVar[str] = ""
     #: The model takes labels ``y`` (``encode(x, y)``, ``decode(z, y)``, ``sample(n, y=...)``) and has
-    #: ``num_classes > 0``; training data must be labelled.
+    #: ``num_classes > 0``; training data must be labelled. Only conditional variants get the labels of
+    #: labelled data in their training batches (others get ``(x,)``).
     conditional: ClassVar[bool] = False
     #: ``model.sample(n)`` draws from a prior worth judging (sample pictures, sample quality).
     generative: ClassVar[bool] = False

@@ -1,0 +1,228 @@
+"""The training loop's own cost: microseconds per step of ``zoo.train`` against a hand-written loop with the
+same fused Adam, on an overhead-bound model and on the MLP VAE of ``bench.py``; where the zoo's time goes.
+
+    python benchmarks/bench_overhead.py           # results/bench_overhead.json and its section of docs/benchmarks.md
+    python benchmarks/bench_overhead.py --quick   # fewer repetitions (a smoke run; writes no page)
+
+Workloads (issue 19): **tiny**, a VAE 64-32-(2x2) / 2-32-64 on scikit-learn's 8x8 digits (train rows), batch
+16: so little arithmetic per step that every Python operation shows; **mlp**, the MLP VAE of ``bench.py``
+(784-512-256-16) on the bundled MNIST train rows, batch 128. Each side runs in a fresh process with one
+torch thread, from the same initial weights; the clock runs from step ``WARMUP`` to the last step (setup,
+the first steps and, for the compiled sides, compilation excluded). The sides: ``zoo.train``; the loop a user
+writes around the same model (``model.encode``, the reparameterised sample, ``model.decode_logits``, BCE +
+analytic KL, ``Adam(fused=True)``, shuffled index batches); and both with the loss through ``torch.compile``
+(``TrainConfig.compile="default"``; the hand loop compiles the same loss function). Ratios are per run
+(the sides of a run are adjacent in time), then the median over runs. Both loops drop the last, smaller
+batch of each epoch (``drop_last``), so the compiled sides keep one batch shape.
+
+The profile (``--profile``, also run by default) is cProfile over the zoo's tiny run and the hand loop's,
+each function's own time put into the part of the loop it belongs to, in microseconds per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from common import in_fresh_process, machine, median, run_ratios, write_doc
+
+import zoo
+from zoo.data import TensorData, load_dataset
+
+HERE = Path(__file__).resolve().parent
+WARMUP = 50
+WORKLOADS = {
+    "tiny": {"data": "digits", "config": {"input_shape": (1, 8, 8), "hidden_dims": (32,), "latent_dim": 2},
+             "batch_size": 16, "steps": 1000},
+    "mlp": {"data": "mnist", "config": {"latent_dim": 16, "hidden_dims": (512, 256)}, "batch_size": 128,
+            "steps": 250},
+}
+SIDES = ("zoo", "hand", "zoo_compiled", "hand_compiled")
+
+
+def setup(workload: str) -> tuple[torch.nn.Module, TensorData, dict[str, Any]]:
+    spec = WORKLOADS[workload]
+    torch.manual_seed(0)
+    return zoo.create("vae", **spec["config"]), load_dataset(spec["data"], "train"), spec
+
+
+def hand_loss(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The VAE's negative ELBO as a user writes it around the model's own encoder and decoder."""
+    posterior = model.encode(x)
+    mu, logvar = posterior.mean, posterior.logvar
+    z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+    logits = model.decode_logits(z)
+    recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+    kl = 0.5 * (logvar.exp() + mu.pow(2) - 1 - logvar).sum(1)
+    return (recon + kl).mean()
+
+
+def hand_side(workload: str, compiled: bool = False, profiler: cProfile.Profile | None = None) -> float:
+    """Microseconds per step of the hand-written loop (steps WARMUP to the end, profiled with ``profiler``)."""
+    model, data, spec = setup(workload)
+    x, steps, batch = data.x, spec["steps"], spec["batch_size"]
+    loss_fn = torch.compile(hand_loss) if compiled else hand_loss
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    step, start = 0, None
+    while step < steps:
+        for idx in torch.randperm(len(x)).split(batch):
+            if len(idx) < batch:
+                continue  # drop_last, as the zoo side: one batch shape, no recompiling mid-run
+            if step == WARMUP:
+                start = time.perf_counter()
+                if profiler is not None:
+                    profiler.enable()
+            loss = loss_fn(model, x[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            if step == steps:
+                break
+    end = time.perf_counter()
+    if profiler is not None:
+        profiler.disable()
+    return (end - start) / (steps - WARMUP) * 1e6
+
+
+def zoo_side(workload: str, compiled: bool = False, profiler: cProfile.Profile | None = None) -> float:
+    """Microseconds per step of ``zoo.train`` (steps WARMUP to the end, timed inside the variant's train_step;
+    profiled with ``profiler``)."""
+    model, data, spec = setup(workload)
+    variant = zoo.get_variant("vae")
+    marks: dict[int, float] = {}
+    inner = type(variant).train_step
+
+    def timed(self: Any, model: Any, batch: Any, optimizers: Any, *, step: int) -> Any:
+        if step == WARMUP:
+            marks[WARMUP] = time.perf_counter()
+            if profiler is not None:
+                profiler.enable()
+        return inner(self, model, batch, optimizers, step=step)
+
+    variant.train_step = timed.__get__(variant)
+    try:
+        zoo.train(model, data, epochs=10_000, max_steps=spec["steps"], batch_size=spec["batch_size"], lr=1e-3,
+                  progress=False, device="cpu", drop_last=True, compile="default" if compiled else None)
+        end = time.perf_counter()
+    finally:
+        if profiler is not None:
+            profiler.disable()
+        del variant.train_step
+    return (end - marks[WARMUP]) / (spec["steps"] - WARMUP) * 1e6
+
+
+def side(name: str, workload: str) -> float:
+    """One timed run of one side, meant for a fresh process."""
+    compiled = name.endswith("_compiled")
+    return (zoo_side if name.startswith("zoo") else hand_side)(workload, compiled)
+
+
+# -- where the time goes ---------------------------------------------------------------------------
+#: (part of the loop, substrings of "file:function" that belong to it), first match wins; the rest of a
+#: step's time is the model's forward pass and its loss.
+PARTS = [
+    ("backward (autograd engine)", ["run_backward"]),
+    ("optimiser step (fused Adam and its Python wrapper)", ["torch/optim/", "torch._fused_adam_", "torch._foreach_",
+                                                            "_group_tensors_by_device", "_get_value"]),
+    ("record_function hooks that torch.optim opens per step", ["profiler"]),
+    ("zero_grad", ["zero_grad"]),
+    ("finite-loss check (one host read)", ["ensure_finite", "method 'item'"]),
+    ("term dictionaries and running sums", ["zoo/logs.py", "detached"]),
+    ("step context (autocast, precision, gradient averaging)", ["zoo/stepping.py", "zoo/precision.py",
+                                                                "zoo/distributed.py", "contextlib.py"]),
+    ("the loop itself: batches (index ops), counters, reports", ["zoo/training.py", "zoo/data.py", "__len__",
+                                                                 "randperm", "method 'split'", "get_state",
+                                                                 "bench_overhead.py:hand_side"]),
+    ("the benchmark's timing wrapper around train_step", ["bench_overhead.py:timed"]),
+]
+FORWARD = "the model's forward pass and its loss"
+
+
+def profile_side(name: str, workload: str = "tiny") -> dict[str, float]:
+    """cProfile of one side's steps WARMUP to the end: microseconds per step in each part of the loop (each
+    function's own time, not cumulative)."""
+    profiler = cProfile.Profile()
+    (zoo_side if name == "zoo" else hand_side)(workload, profiler=profiler)
+    steps = WORKLOADS[workload]["steps"] - WARMUP
+    parts: dict[str, float] = {}
+    for (file, _, function), (_, _, own, _, _) in pstats.Stats(profiler).stats.items():
+        where = f"{file}:{function}"
+        part = next((p for p, keys in PARTS if any(k in where for k in keys)), FORWARD)
+        parts[part] = parts.get(part, 0.0) + own / steps * 1e6
+    return parts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 repetitions, no page written")
+    parser.add_argument("--reps", type=int, default=5)
+    args = parser.parse_args()
+    reps = 2 if args.quick else args.reps
+    result: dict[str, Any] = {"machine": machine(os.cpu_count() or 1), "warmup": WARMUP, "workloads": WORKLOADS,
+                              "reps": reps}
+    for workload in WORKLOADS:
+        times: dict[str, list[float]] = {s: [] for s in SIDES}
+        for rep in range(reps):
+            order = SIDES if rep % 2 == 0 else SIDES[::-1]
+            for s in order:
+                times[s].append(in_fresh_process("bench_overhead", "side", 1, {"name": s, "workload": workload}))
+            print(workload, rep, {s: round(times[s][-1], 1) for s in SIDES}, flush=True)
+        runs = {s: [[t] for t in times[s]] for s in SIDES}
+        ratios = run_ratios(runs["hand"], runs["zoo"])
+        result[workload] = {
+            "us_per_step": {s: median(times[s]) for s in SIDES}, "runs": times,
+            "zoo_vs_hand": median(ratios),
+            "zoo_vs_hand_range": [min(ratios), max(ratios)],
+            "zoo_compiled_vs_zoo": median(run_ratios(runs["zoo"], runs["zoo_compiled"])),
+            "hand_compiled_vs_hand": median(run_ratios(runs["hand"], runs["hand_compiled"])),
+            "zoo_compiled_vs_hand_compiled": median(run_ratios(runs["hand_compiled"], runs["zoo_compiled"])),
+        }
+    result["profile"] = {s: in_fresh_process("bench_overhead", "profile_side", 1, {"name": s}) for s in ("zoo", "hand")}
+    print(json.dumps(result, indent=1))
+    if not args.quick:
+        (HERE / "results" / "bench_overhead.json").write_text(json.dumps(result, indent=1) + "\n")
+        write_doc(markdown(result), section="overhead")
+
+
+def markdown(r: dict[str, Any]) -> str:
+    lines = [
+        "## The training loop's own cost (issue 19)", "",
+        f"Machine: {r['machine']} (1 torch thread). Produced by `python benchmarks/bench_overhead.py` (medians of "
+        f"{r['reps']} runs per side, each in a fresh process, sides alternating; raw numbers in "
+        "`benchmarks/results/bench_overhead.json`). Clock from step "
+        f"{r['warmup']} to the last: setup and compilation excluded. Hand: the loop a user writes around the same "
+        "model with `Adam(fused=True)`. Compiled: the loss through `torch.compile` (the zoo's "
+        "`TrainConfig.compile=\"default\"`; the hand loop compiles its own loss function).", "",
+        "| workload | zoo (us/step) | hand (us/step) | zoo / hand throughput | zoo compiled (us/step) "
+        "| hand compiled (us/step) | compile speed-up, zoo | compile speed-up, hand |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, spec in WORKLOADS.items():
+        w = r[name]
+        us = w["us_per_step"]
+        low, high = w["zoo_vs_hand_range"]
+        lines.append(f"| {name} (batch {spec['batch_size']}, {spec['steps']} steps) | {us['zoo']:.0f} "
+                     f"| {us['hand']:.0f} | {w['zoo_vs_hand']:.3f}x ({low:.3f} to {high:.3f}) "
+                     f"| {us['zoo_compiled']:.0f} | {us['hand_compiled']:.0f} | {w['zoo_compiled_vs_zoo']:.3f}x "
+                     f"| {w['hand_compiled_vs_hand']:.3f}x |")
+    zoo_parts, hand_parts = r["profile"]["zoo"], r["profile"]["hand"]
+    lines += ["", "Where a step's time goes on the tiny workload (cProfile, own time per function summed by part "
+              "of the loop, microseconds per step; cProfile's own cost inflates every Python call alike):", "",
+              "| part of the loop | zoo | hand |", "| --- | --- | --- |"]
+    for part in sorted(set(zoo_parts) | set(hand_parts), key=lambda p: -zoo_parts.get(p, 0.0)):
+        lines.append(f"| {part} | {zoo_parts.get(part, 0.0):.1f} | {hand_parts.get(part, 0.0):.1f} |")
+    lines.append(f"| total | {sum(zoo_parts.values()):.1f} | {sum(hand_parts.values()):.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
