@@ -76,6 +76,12 @@ def _canvas(explorer: Explorer) -> tuple[dict[str, Any], tuple[int, int], gr.Bru
     return {"background": paper, "layers": [], "composite": paper}, (width * scale, height * scale), brush
 
 
+def _start_from(explorer: Explorer, start: torch.Tensor, label: Any) -> tuple[Any, ...]:
+    """The sliders' new starting code, its decode, and the sliders set to its values."""
+    return (start, explorer.decode_sliders(start, explorer.slider_values(start), label),
+            *_slider_updates(explorer, start))
+
+
 def _slider_updates(explorer: Explorer, code: torch.Tensor | None) -> list[Any]:
     """Updates of the ``MAX_SLIDERS`` slider components for a starting code (None: before any, the centres of
     their ranges): shown ones set to the code's values with their range and caption, the others hidden."""
@@ -230,18 +236,14 @@ def build_app(name: str, explorers: Explorers) -> gr.Blocks:
         @answer
         def start_at(name: str, label: Any, seed: Any) -> tuple[Any, ...]:
             explorer = explorers.get(name)
-            start = explorer.sample_point(seed)
-            return (start, explorer.decode_sliders(start, explorer.slider_values(start), label),
-                    *_slider_updates(explorer, start))
+            return _start_from(explorer, explorer.sample_point(seed), label)
 
         sample_point.click(start_at, [model, label, point_seed], [base, moved, *sliders], api_name="sample_point")
 
         @answer
         def back_to_drawing(name: str, label: Any, drawing: Any) -> tuple[Any, ...]:
             explorer = explorers.get(name)
-            start = explorer.check_code(drawing)
-            return (start, explorer.decode_sliders(start, explorer.slider_values(start), label),
-                    *_slider_updates(explorer, start))
+            return _start_from(explorer, explorer.check_code(drawing), label)
 
         back.click(back_to_drawing, [model, label, code], [base, moved, *sliders], api_name="back_to_drawing")
 
