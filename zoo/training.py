@@ -183,7 +183,7 @@ class Trainer:
             raise DataError(f"variant {self.variant.name!r} is conditional and needs labels: pass (x, y) "
                             f"or a labelled dataset")
         if not self.variant.conditional:  # labels reach only conditional variants: no index op for them per step
-            train, val = train.without_labels(), None if val is None else val.without_labels()
+            train, val = _without_labels(train), _without_labels(val)
         if val is not None and len(val) < world.size:
             raise DataError(f"{len(val)} validation examples are too few to share among {world.size} processes")
         check_data(self.variant, self.model, {"training data": train, "validation data": val})
@@ -389,6 +389,11 @@ def train(model: nn.Module, data: Any, *, val_data: Any = None, **settings: Any)
     >>> zoo.train(model, "mnist", epochs=5, lr=1e-3)
     """
     return Trainer(model, **settings).fit(data, val_data)
+
+
+def _without_labels(data: Any) -> Any:
+    """In-memory data as images alone; a streamed source (dSprites, image crops) as it is."""
+    return data.without_labels() if isinstance(data, TensorData) else data
 
 
 def _range_checked_once(train: Any, val: Any) -> AbstractContextManager[object]:
