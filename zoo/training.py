@@ -98,7 +98,7 @@ class TrainConfig:
     collective_timeout: float = DEFAULT_TIMEOUT
     #: torch.compile the variant's loss (forward and backward) with this mode: "default", "reduce-overhead"
     #: (CUDA graphs on a GPU), "max-autotune", "max-autotune-no-cudagraphs"; None: eager (zoo.compiling).
-    #: Off by default: it costs seconds to compile and, on a small CPU, gives little (docs/benchmarks.md).
+    #: Off by default: compiling costs seconds, and the gain depends on the model (docs/benchmarks.md).
     compile: str | None = None
 
     def __post_init__(self) -> None:
@@ -145,10 +145,10 @@ class Trainer:
         if cfg.batch_size % self.world.size:
             raise ConfigError(f"batch_size {cfg.batch_size} is the global batch and must divide evenly among the "
                               f"{self.world.size} processes")
-        #: What the variant's train_step uses for precision and gradient averaging (zoo.stepping).
         if cfg.compile is not None and not self.variant.compilable:
             logger.warning("variant %r opts out of torch.compile (compilable = False): its loss runs eagerly",
                            self.variant.name)
+        #: What the variant's train_step uses for precision, gradient averaging and compiling (zoo.stepping).
         self.context = StepContext(precision=cfg.precision, autocast=autocast_factory(cfg.precision, self.device),
                                    scaler=make_scaler(cfg.precision, self.device), world=self.world,
                                    compile_mode=cfg.compile if self.variant.compilable else None)
