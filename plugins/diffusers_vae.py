@@ -50,7 +50,7 @@ from zoo.distributions import DiagonalGaussian, PointMass, Posterior, QuantizedC
 from zoo.errors import ConfigError, MissingDependencyError
 from zoo.model import ZooModel
 from zoo.stepping import step_context
-from zoo.variant import Batch, LossOutput, Variant, ensure_finite, make_adam, split_batch
+from zoo.variant import Batch, LossOutput, Variant, make_adam, split_batch
 
 logger = logging.getLogger(__name__)
 
@@ -602,7 +602,7 @@ class DiffusersVariant(Variant):
                 disc = F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
                 terms.update(generator=generator, adaptive_weight=weight, discriminator=disc)
         out = LossOutput(total, terms)
-        ensure_finite(out, step)
+        ctx.ensure_finite(out, step)
         networks = [p for name, p in model.named_parameters() if not name.startswith("discriminator.")]
         objectives = [(total, [p for p in networks if p.requires_grad])]
         if adversarial:

@@ -31,7 +31,7 @@ from zoo.config import check_fields
 from zoo.errors import ConfigError
 from zoo.nets import Discriminator
 from zoo.stepping import step_context
-from zoo.variant import Batch, LossOutput, ensure_finite, make_adam, split_batch
+from zoo.variant import Batch, LossOutput, make_adam, split_batch
 
 
 @dataclass
@@ -140,7 +140,7 @@ class VAEGANVariant(VAEVariant):
         with ctx.autocast():
             terms = self.objectives(model, batch)
         out = LossOutput(terms["encoder"] + terms["discriminator"], {})
-        ensure_finite(out, step)
+        ctx.ensure_finite(out, step)
         nets = self.networks(model)
         for i, (name, net) in enumerate(nets.items()):
             params = [p for p in net.parameters() if p.requires_grad]

@@ -183,6 +183,54 @@ def test_non_finite_loss_at_first_step_leaves_initial_weights() -> None:
     assert all(torch.equal(initial[k], v) for k, v in model.state_dict().items())
 
 
+def test_deferred_check_skips_the_bad_step_on_the_device_and_stops_at_the_next_read(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """finite_check="deferred" (the GPU default): with the terms read every step, the run stops after step 3
+    with the weights of step 2, as the per-step check does, though the loss was never read on the host."""
+    model = tiny_vae()
+    variant = NaNInputAt(bad_step=3)
+    trainer = Trainer(model, variant=variant, epochs=2, batch_size=16, lr=1e-2, device="cpu",
+                      finite_check="deferred", refresh_every=1)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 3 \(found on the device"):
+        trainer.fit(images(128))
+    assert sorted(variant.after_step) == [0, 1, 2, 3] and trainer.step == 4
+    assert all(torch.equal(variant.after_step[3][k], variant.after_step[2][k]) for k in variant.after_step[2])
+    assert all(torch.equal(weights(model)[k], v) for k, v in variant.after_step[2].items())
+
+
+def test_deferred_check_read_at_the_epoch_end_keeps_every_good_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read only at the epoch end, the run trains on past the bad step: that step changed no weight and no
+    optimiser state (Adam counts 7 steps of 8), every weight is finite, and the loss was never read per step."""
+    def no_host_read(*args, **kwargs):
+        raise AssertionError("the per-step host read ran in deferred mode")
+
+    monkeypatch.setattr("zoo.variant.ensure_finite", no_host_read)
+    model = tiny_vae()
+    variant = NaNInputAt(bad_step=3)
+    trainer = Trainer(model, variant=variant, epochs=1, batch_size=16, lr=1e-2, progress=False, device="cpu",
+                      finite_check="deferred")
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at step 3 "):
+        trainer.fit(images(128))
+    assert trainer.step == 8
+    assert all(torch.equal(variant.after_step[3][k], variant.after_step[2][k]) for k in variant.after_step[2])
+    now = weights(model)
+    assert all(torch.isfinite(v).all() for v in now.values())
+    assert any(not torch.equal(now[k], variant.after_step[2][k]) for k in now)  # steps 4 to 7 trained
+    (optimizer,) = trainer.optimizers.values()
+    assert {int(state["step"]) for state in optimizer.state.values()} == {7}
+
+
+def test_a_deferred_check_needs_fused_optimisers(monkeypatch: pytest.MonkeyPatch) -> None:
+    variant = zoo.get_variant("vae")
+    monkeypatch.setattr(type(variant), "configure_optimizers",
+                        lambda self, model, cfg: {"sgd": torch.optim.SGD(model.parameters(), lr=0.1)})
+    with pytest.raises(ConfigError, match="optimiser 'sgd' is not a fused one"):
+        Trainer(tiny_vae(), epochs=1, batch_size=16, progress=False, device="cpu",
+                finite_check="deferred").fit(images(32))
+    with pytest.raises(ConfigError, match="finite_check must be one of 'auto', 'step', 'deferred'"):
+        Trainer(tiny_vae(), finite_check="later")
+
+
 # -- data checks --------------------------------------------------------------------------------
 
 def pixels_0_255(n: int = 64) -> torch.Tensor:

@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
                    help="torch.compile the loss (forward and backward); MODE is torch.compile's: default, "
                         "reduce-overhead (CUDA graphs on a GPU), max-autotune (off by default: see docs/benchmarks.md)")
+    p.add_argument("--finite-check", choices=("auto", "step", "deferred"), default=None,
+                   help="where a non-finite loss is caught: step (a host read per step), deferred (on the device; "
+                        "the bad step is skipped and the run stops at the next report), auto (default: deferred "
+                        "on a GPU where it applies)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("finetune", help="fine-tune a pretrained model on your data: OUT/ best weights, OUT/last/ last")
@@ -126,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default=None, help="fp32 (default), bf16 or fp16, as for zoo train")
     p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
                    help="torch.compile the loss, as for zoo train")
+    p.add_argument("--finite-check", choices=("auto", "step", "deferred"), default=None,
+                   help="where a non-finite loss is caught, as for zoo train")
     p.add_argument("--log-every", type=int, default=None, metavar="STEPS",
                    help="log every term every STEPS steps to OUT/logs, as for zoo train")
     p.add_argument("--collective-timeout", type=float, default=None, metavar="SECONDS",
@@ -284,6 +290,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     checkpoints = args.checkpoint_every is not None or args.resume
     logs = {"log_dir": str(args.out / "logs"), "log_every": args.log_every} if args.log_every is not None else {}
     config = replace_config(TrainConfig(), {"device": args.device, "max_steps": args.max_steps, "compile": args.compile,
+                                            **({"finite_check": args.finite_check} if args.finite_check else {}),
                                             "progress": not args.no_progress, **settings, **logs,
                                             "checkpoint_dir": str(args.out / "checkpoints") if checkpoints else None},
                             source="train settings")  # checked before anything runs
@@ -354,7 +361,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
                "nll_samples": args.nll_samples if main_process else 0, "precision": args.precision,
                "checkpoint_dir": str(args.out / "checkpoints") if checkpoints else None,
                "log_dir": str(args.out / "logs") if args.log_every is not None else None, "log_every": args.log_every,
-               "collective_timeout": args.collective_timeout, "crop_size": args.crop_size, "compile": args.compile}
+               "collective_timeout": args.collective_timeout, "crop_size": args.crop_size, "compile": args.compile,
+               "finite_check": args.finite_check}
     parent = load_any(args.name)
     config_class = get_variant(parent.variant_name).config_class
     overrides = dict(parse_override(item, config_class) for item in args.overrides)

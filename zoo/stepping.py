@@ -8,7 +8,7 @@ fp16 and several processes alike::
     ctx = step_context()
     with ctx.autocast():                  # bf16/fp16 autocast; nothing in fp32
         out = ctx.compiled(self.loss)(model, batch, step=step)   # torch.compile'd under `compile`
-    ensure_finite(out, step)
+    ctx.ensure_finite(out, step)          # before any weight changes (or, deferred, skipped on the device)
     optimizer.zero_grad(set_to_none=True)
     ctx.backward(out.total)               # the loss times the fp16 scale
     ctx.step(optimizer)                   # gradients averaged across processes, unscaled, stepped
@@ -47,10 +47,14 @@ class StepContext:
     def __init__(self, *, precision: str = "fp32",
                  autocast: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
                  scaler: torch.amp.GradScaler | None = None, world: World | None = None,
-                 compile_mode: str | None = None) -> None:
+                 compile_mode: str | None = None, deferred_finite_check: bool = False) -> None:
         self.precision = precision
         self.scaler = scaler
         self.world = world or World()
+        #: Check the loss on the device (see :meth:`ensure_finite`); the Trainer sets it where it applies.
+        self.deferred_finite_check = deferred_finite_check
+        self._skip: Tensor | None = None  # this step's "loss not finite" flag (1.0 / 0.0) for the optimisers
+        self._first_bad: Tensor | None = None  # the first step whose loss was not finite (-1: none yet)
         #: torch.compile's mode for :meth:`compiled` (None: eager; zoo.compiling).
         self.compile_mode = compile_mode
         self._compiled: dict[Any, Callable[..., Any]] = {}
@@ -82,6 +86,45 @@ class StepContext:
             self._compiled[key] = compile_loss(loss, self.compile_mode)
         return self._compiled[key]
 
+    def ensure_finite(self, out: Any, step: int) -> None:
+        """Stop at a non-finite loss with the weights of the last good step.
+
+        By default :func:`zoo.variant.ensure_finite`: one host read of the loss per step, the error at this
+        step. With ``deferred_finite_check`` (the Trainer's ``finite_check``) the check stays on the device,
+        with no host read: :meth:`step` hands the flag to the optimiser kernel as ``found_inf``, as a
+        gradient scaler does, so a non-finite step changes no weight and no optimiser state, and
+        :meth:`raise_if_non_finite`, called wherever the Trainer reads the loss terms anyway, stops the run
+        naming the first such step.
+        """
+        if not self.deferred_finite_check:
+            from zoo.variant import ensure_finite
+
+            ensure_finite(out, step)
+            return
+        bad = ~torch.isfinite(out.total.detach())
+        self._skip = bad.to(torch.float32)
+        first = self._first_bad if self._first_bad is not None else torch.full((), -1, device=bad.device)
+        self._first_bad = torch.where(bad & (first < 0), step, first)
+
+    def start_run(self, *, deferred_finite_check: bool) -> None:
+        """A new run (``Trainer.fit``) on this context: how its losses are checked, and nothing found yet."""
+        self.deferred_finite_check = deferred_finite_check
+        self._skip = self._first_bad = None
+
+    def raise_if_non_finite(self) -> None:
+        """With ``deferred_finite_check``: the error of the first step whose loss was not finite, if any (one
+        host read)."""
+        if self._first_bad is None or int(self._first_bad) < 0:
+            return
+        from zoo.errors import NonFiniteLossError
+
+        step = int(self._first_bad)
+        raise NonFiniteLossError(
+            f"non-finite loss at step {step} (found on the device, read at a later report). The optimiser "
+            f"skipped that step and any later non-finite one, so the model keeps the weights of the last good "
+            f"step. Likely causes: a learning rate too high (try --lr 1e-4), inputs with NaN/inf, a Gaussian "
+            f"likelihood whose std is too small, or fp16 overflow (use bf16 or fp32).")
+
     def backward(self, loss: Tensor) -> None:
         """``loss.backward()``, with the loss multiplied by the fp16 scale when there is one."""
         self._scaled(loss).backward()
@@ -96,6 +139,8 @@ class StepContext:
         which unscales the gradients and skips the step if they overflowed)."""
         self.world.average_gradients(p for group in optimizer.param_groups for p in group["params"])
         self._stepping = True
+        if self._skip is not None:
+            optimizer.found_inf = self._skip  # read by torch's fused optimisers: a flagged step changes nothing
         try:
             if self.scaler is None:
                 optimizer.step()
@@ -103,6 +148,8 @@ class StepContext:
                 self.scaler.step(optimizer)
         finally:
             self._stepping = False
+            if self._skip is not None:
+                del optimizer.found_inf
 
     def end_step(self) -> Tensor | None:
         """After every ``train_step``: update the fp16 scale; after the first, warn when a reduced

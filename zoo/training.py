@@ -56,6 +56,8 @@ logger = logging.getLogger(__name__)
 #: The term that fp16 runs add: 1 for a step the gradient scaler skipped (overflow), else 0; its mean
 #: over a log row or an epoch is the share of skipped steps.
 SKIPPED_TERM = "fp16_skipped"
+#: The values of ``TrainConfig.finite_check``.
+FINITE_CHECKS = ("auto", "step", "deferred")
 
 
 @dataclass
@@ -100,6 +102,12 @@ class TrainConfig:
     #: (CUDA graphs on a GPU), "max-autotune", "max-autotune-no-cudagraphs"; None: eager (zoo.compiling).
     #: Off by default: compiling costs seconds, and the gain depends on the model (docs/benchmarks.md).
     compile: str | None = None
+    #: Where a non-finite loss is caught. "step": the loss is read on the host every step and the run stops at
+    #: once. "deferred": no host read per step; the optimiser skips a non-finite step on the device (fused
+    #: optimisers' found_inf) and the run stops at the next read of the terms (progress refresh, log row,
+    #: checkpoint, epoch end) naming that step. "auto": deferred on a GPU where it applies (one process, no
+    #: fp16 scaler, fused optimisers), else step. Either way the weights are the last good step's.
+    finite_check: str = "auto"
 
     def __post_init__(self) -> None:
         # lr 0 and max_steps 0 are allowed: gradients without updates, or no step (diagnostics, baselines).
@@ -108,6 +116,9 @@ class TrainConfig:
                      non_negative=("lr", "max_steps", "weight_decay", "seed", "max_shift", "checkpoint_every"))
         check_precision(self.precision)
         check_compile_mode(self.compile)
+        if self.finite_check not in FINITE_CHECKS:
+            raise ConfigError(f"finite_check must be one of {', '.join(map(repr, FINITE_CHECKS))}, "
+                              f"not {self.finite_check!r}")
 
 
 @dataclass
@@ -189,6 +200,7 @@ class Trainer:
         check_data(self.variant, self.model, {"training data": train, "validation data": val})
         if self.optimizers is None:
             self.optimizers = self.variant.configure_optimizers(self.model, cfg)
+        self.context.start_run(deferred_finite_check=self._defer_finite_check())
         if self._checkpoint is not None and world.is_main:
             check_writable(self._checkpoint.parent, self.model, copies=10, slack_mib=64, what="checkpoints")
         order = torch.Generator().manual_seed(cfg.seed)
@@ -284,6 +296,19 @@ class Trainer:
             if stop:
                 break
 
+    def _defer_finite_check(self) -> bool:
+        """Whether the loss is checked on the device (``finite_check``): only where every optimiser takes a
+        ``found_inf`` flag (torch's fused ones) and neither an fp16 scaler nor other processes need the step."""
+        mode = self.config.finite_check
+        why_not = ("an fp16 gradient scaler skips steps itself" if self.context.scaler is not None else
+                   "several processes must agree on every step" if self.world.size > 1 else
+                   next((f"optimiser {name!r} is not a fused one (it takes no found_inf flag)"
+                         for name, opt in self.optimizers.items()
+                         if not getattr(opt, "_step_supports_amp_scaling", False)), None))
+        if mode == "deferred" and why_not:
+            raise ConfigError(f"finite_check='deferred' does not apply here: {why_not}; use 'step' or 'auto'")
+        return why_not is None and (mode == "deferred" or (mode == "auto" and self.device.type == "cuda"))
+
     def _save(self, state: TrainerState, order_state: Tensor, sums: dict[str, Tensor], log: RunLog | None) -> None:
         """Write the checkpoint (rank 0; every process hands over its RNG state) after the logs up to here."""
         if self._checkpoint is None:
@@ -342,7 +367,9 @@ class Trainer:
 
     def _report(self, terms: RunningTerms, state: TrainerState, bar: Any, log: RunLog | None, *, row: bool) -> None:
         """Read the running terms (every process takes part): refresh the progress bar and, with
-        ``row``, log the mean of each term since the last row."""
+        ``row``, log the mean of each term since the last row. A non-finite loss found on the device since the
+        last read stops the run here (``finite_check``)."""
+        self.context.raise_if_non_finite()
         means = terms.means()
         if row:
             window, n = terms.window()

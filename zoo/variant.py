@@ -138,7 +138,7 @@ class Variant:
         (optimizer,) = optimizers.values()
         with ctx.autocast():
             out = ctx.compiled(self.loss)(model, batch, step=step)
-        ensure_finite(out, step)
+        ctx.ensure_finite(out, step)
         optimizer.zero_grad(set_to_none=True)
         ctx.backward(out.total)
         ctx.step(optimizer)
