@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import autocast, in_fresh_process, machine, median, run_ratios, synchronize, write_doc
+from common import autocast, in_fresh_process, machine, median, publish, run_ratios, synchronize
 
 import zoo
 from zoo.data import TensorData
@@ -284,12 +284,7 @@ def main() -> None:
         return
     result = {"machine": f"{machine(os.cpu_count() or 1)}, {args.threads} torch threads", "quick": args.quick,
               "cpu": cpu_benchmark(QUICK if args.quick else FULL, args.quick, args.threads)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
-    if not args.quick:
-        write_doc(table, "diffusers")
-    print(table)
+    publish(result, args.out, markdown(result), "diffusers", args.quick)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import machine, median, write_doc
+from common import machine, median, publish
 
 from zoo.explore.explorer import MAX_SLIDERS, Explorer, Explorers
 
@@ -188,12 +188,7 @@ def main() -> None:
         models[name]["round_trip_ms"] = ms
     result = {"machine": f"{machine(os.cpu_count() or 1)}, {args.threads} torch threads", "quick": args.quick,
               "repeats": repeats, "load": " / ".join(f"{v:.1f}" for v in os.getloadavg()), "models": models}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
-    if not args.quick:
-        write_doc(table, "explore")
-    print(table)
+    publish(result, args.out, markdown(result), "explore", args.quick)
 
 
 if __name__ == "__main__":

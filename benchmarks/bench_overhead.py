@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import os
 import pstats
 import time
@@ -32,7 +31,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from common import in_fresh_process, machine, median, run_ratios, write_doc
+from common import in_fresh_process, machine, median, publish, run_ratios
 
 import zoo
 from zoo.data import TensorData, load_dataset
@@ -187,10 +186,7 @@ def main() -> None:
             "zoo_compiled_vs_hand_compiled": median(run_ratios(runs["hand_compiled"], runs["zoo_compiled"])),
         }
     result["profile"] = {s: in_fresh_process("bench_overhead", "profile_side", 1, {"name": s}) for s in ("zoo", "hand")}
-    print(json.dumps(result, indent=1))
-    if not args.quick:
-        (HERE / "results" / "bench_overhead.json").write_text(json.dumps(result, indent=1) + "\n")
-        write_doc(markdown(result), section="overhead")
+    publish(result, HERE / "results" / "bench_overhead.json", markdown(result), "overhead", args.quick)
 
 
 def markdown(r: dict[str, Any]) -> str:

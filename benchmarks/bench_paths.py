@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import os
 import resource
@@ -46,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import EpochTimer, hand_loop_epochs, in_fresh_process, machine, median, run_ratios, write_doc
+from common import EpochTimer, hand_loop_epochs, in_fresh_process, machine, median, publish, run_ratios
 from torch import Tensor, nn
 from zoo_model_cards.recipes import DSPRITES_CONFIG, RECIPES
 
@@ -371,12 +370,7 @@ def main() -> None:
     sizes = QUICK if args.quick else FULL
     result = {"machine": f"{machine(os.cpu_count() or 1)}, {args.threads} torch threads", "quick": args.quick,
               "conv_vae": conv_vae(sizes, args.threads), "vae_gan": vae_gan(sizes, args.threads)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
-    if not args.quick:
-        write_doc(table, "paths")
-    print(table)
+    publish(result, args.out, markdown(result), "paths", args.quick)
 
 
 if __name__ == "__main__":

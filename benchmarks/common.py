@@ -125,6 +125,16 @@ class EpochTimer:
         return [b - a for a, b in zip(self.marks[:-1], self.marks[1:], strict=True)]
 
 
+def publish(result: dict[str, Any], out: Path, table: str, section: str, quick: bool) -> None:
+    """Write ``result`` as JSON to ``out`` and, unless a quick run, ``table`` as ``section`` of the benchmarks
+    page; print the table."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    if not quick:
+        write_doc(table, section)
+    print(table)
+
+
 def write_doc(body: str, section: str | None = None, path: Path = DOC) -> None:
     """Write ``body`` into the benchmarks page: as the named section (replacing its old text, or
     appended), or with ``section=None`` as the page's head, keeping every named section after it."""
