@@ -120,7 +120,7 @@ class World:
     def broadcast_tensor(self, tensor: Tensor) -> Tensor:
         """``tensor`` overwritten in place with rank 0's (returned for chaining)."""
         if self.size > 1:
-            dist.broadcast(tensor, src=0)
+            self._collective("broadcast", lambda: dist.broadcast(tensor, src=0))
         return tensor
 
     def barrier(self) -> None:

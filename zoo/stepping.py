@@ -114,11 +114,11 @@ class StepContext:
     def raise_if_non_finite(self) -> None:
         """With ``deferred_finite_check``: the error of the first step whose loss was not finite, if any (one
         host read)."""
-        if self._first_bad is None or int(self._first_bad) < 0:
+        step = -1 if self._first_bad is None else int(self._first_bad)
+        if step < 0:
             return
         from zoo.errors import NonFiniteLossError
 
-        step = int(self._first_bad)
         raise NonFiniteLossError(
             f"non-finite loss at step {step} (found on the device, read at a later report). The optimiser "
             f"skipped that step and any later non-finite one, so the model keeps the weights of the last good "
