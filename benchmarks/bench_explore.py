@@ -15,8 +15,8 @@ and then, through the page itself: ``zoo explore`` serving in a subprocess on 12
 drawn the digit (``/load_model`` and ``/reconstruct`` through ``gradio_client``), slider values are posted to
 the page's HTTP API ``/gradio_api/call/decode_sliders`` and the answer's event stream is read to its end
 (**round trip**: the queue, the checks, the decode, the PNG written, the answer streamed back; the browser's
-download and drawing of the PNG are not in it; ``gradio_client.predict`` itself adds about 65 ms of its own
-polling, so it is not what is timed). The issue's target: a slider move
+download and drawing of the PNG are not in it; ``gradio_client.predict`` adds polling of its own, so it is
+not what is timed). The issue's target: a slider move
 answered in under 100 ms for the MNIST models on this CPU. Medians over the repetitions; the ratios are
 callback / bare and round trip / bare.
 """
@@ -161,9 +161,10 @@ moves of the most informative slider from a test digit's code; raw numbers in
 `benchmarks/results/bench_explore.json`; `--threads 2` for two torch threads). Bare: `model.decode(z)` of one
 code under `torch.inference_mode()`. Callback: `Explorer.decode_sliders`, what the page's slider event runs
 (checks, decode, uint8 picture).
-Round trip: `/gradio_api/call/decode_sliders` posted to `zoo explore` serving on 127.0.0.1 in another process,
-in a session that has drawn the digit, until the answer's event stream ends (queue, PNG written, answer
-streamed back; the browser's download and drawing are not in it). Load average while it ran: {result['load']}.
+Round trip ({result['repeats'] // 2} moves per model): `/gradio_api/call/decode_sliders` posted to `zoo explore`
+serving on 127.0.0.1 in another process, in a session that has drawn the digit, until the answer's event
+stream ends (queue, PNG written, answer streamed back; the browser's download and drawing are not in it).
+Load average while it ran: {result['load']}.
 Target: under {TARGET_MS:.0f} ms.
 
 | model | bare decode (ms) | slider callback (ms) | callback / bare | round trip (ms) | round trip / bare | \

@@ -12,11 +12,13 @@ import pytest
 import torch
 
 import zoo
+from zoo import pictures
 from zoo.classifier import classify
 from zoo.contract import has, reconstruct
 from zoo.data import load_dataset
 from zoo.errors import UnknownNameError
 from zoo.explore import explorer as ex
+from zoo.explore import images
 from zoo.explore.checks import RequestError
 from zoo.explore.images import GRID_PADDING, to_input
 from zoo.metrics import active_units
@@ -93,8 +95,9 @@ def test_every_checkpoint_answers_through_the_contract(explorers: ex.Explorers, 
         at_a = as_float(explorer.interpolate_at(codes, 0.0, "slerp", label))[0]
         assert (first[0] - at_a).abs().max() <= 1 / 255 + 1e-6
 
-    if has(model, "generative"):
-        assert explorer.samples(3, label).ndim in (2, 3)
+    if has(model, "generative"):  # the page's grid of the zoo's own prior samples with that seed
+        expected = images.grid(pictures.prior_samples(model, ex.SAMPLES, y=label, seed=3), nrow=ex.SAMPLES_PER_ROW)
+        assert np.array_equal(explorer.samples(3, label), expected)
     else:
         with pytest.raises(RequestError, match="does not declare `generative`"):
             explorer.samples(3, label)
@@ -102,7 +105,8 @@ def test_every_checkpoint_answers_through_the_contract(explorers: ex.Explorers, 
 
     assert explorer.map_kind == ("manifold" if explorer.shape == (2,) else "scatter")
     picked, caption = explorer.pick([5, 5], label)
-    assert picked.shape[:2] == explorer.input_shape[1:] and caption
+    assert picked.shape[:2] == explorer.input_shape[1:]
+    assert caption.startswith("z = (" if explorer.map_kind == "manifold" else "test image")
 
 
 def test_sliders_are_the_informative_units_sorted_by_kl(explorers: ex.Explorers) -> None:

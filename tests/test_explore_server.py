@@ -46,9 +46,9 @@ def client(server: ExploreServer) -> gradio_client.Client:
 
 def test_the_server_prints_its_url_and_binds_loopback_only(server: ExploreServer) -> None:
     assert f"zoo explore: vae-mnist-2d on cpu at {server.url}/" in server.log()
-    addresses = listening_addresses(server.port)
     if not Path("/proc/net/tcp").is_file():
         pytest.skip("reads the listening sockets from /proc/net/tcp (Linux)")
+    addresses = listening_addresses(server.port)
     assert addresses == {"127.0.0.1"}, f"listening on {addresses}"
     with urllib.request.urlopen(server.url + "/", timeout=30) as page:
         assert page.status == 200 and b"ae-zoo explorer" in page.read()
@@ -126,7 +126,8 @@ def test_the_space_folder_serves_the_page(tmp_path: Path) -> None:
         picture = samples_of(client, 5)
         expected = Explorers("cpu").get("vae-mnist-2d").samples(5)
         assert np.array_equal(picture, expected)
-        assert listening_addresses(process.port) <= {"127.0.0.1"}
+        if Path("/proc/net/tcp").is_file():  # Linux: the Space's app binds loopback only too
+            assert listening_addresses(process.port) == {"127.0.0.1"}
         assert process.blocked == []
     finally:
         process.stop()

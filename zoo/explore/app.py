@@ -207,12 +207,11 @@ def build_app(name: str, explorers: Explorers) -> gr.Blocks:
                 return tuple(gr.skip() for _ in drawn)
             explorer = explorers.get(name)
             reading = explorer.reconstruct(image, label)
-            values = explorer.slider_values(reading.code)
-            moved_image = explorer.decode_sliders(reading.code, values, label)
             adapted_text = "Adapted: " + "; ".join(reading.notes) + "." if reading.notes else ""
             table_value = {"headers": explorer.table_header(), "data": reading.table}
-            return (reading.input, reading.reconstruction, moved_image, reading.chart, table_value, adapted_text,
-                    reading.code, reading.code, *_slider_updates(explorer, reading.code))
+            # the sliders start at the drawing's code, so their decode is the reconstruction itself
+            return (reading.input, reading.reconstruction, reading.reconstruction, reading.chart, table_value,
+                    adapted_text, reading.code, reading.code, *_slider_updates(explorer, reading.code))
 
         @answer
         def measure(name: str, label: Any, image: Any) -> Any:
@@ -227,7 +226,8 @@ def build_app(name: str, explorers: Explorers) -> gr.Blocks:
 
         @answer
         def decode_sliders(name: str, label: Any, start: Any, *values: Any) -> np.ndarray:
-            return explorers.get(name).decode_sliders(start, _shown(explorers.get(name), values), label)
+            explorer = explorers.get(name)
+            return explorer.decode_sliders(start, _shown(explorer, values), label)
 
         for slider in sliders:
             slider.input(decode_sliders, [model, label, base, *sliders], moved, api_name="decode_sliders",
@@ -290,7 +290,8 @@ def build_app(name: str, explorers: Explorers) -> gr.Blocks:
             return (explorer.samples(0, label) if explorer.generative else None, explorer.map_picture(label),
                     *reconstruct(name, label, image))
 
-        label.input(relabel, [model, label, editor], [samples, picture, *drawn], api_name=False)
+        label.input(relabel, [model, label, editor], [samples, picture, *drawn], api_name=False).then(
+            measure, [model, label, editor], likelihood, api_name=False)  # the likelihood under the new class
     return demo
 
 

@@ -41,6 +41,7 @@ from zoo.contract import (
     posterior_of,
     skip_note,
     unit_mean,
+    unit_name,
     unit_sum,
 )
 from zoo.data import TensorData
@@ -255,23 +256,21 @@ class Explorer:
         return Reading(images.to_array(x), images.to_array(recon), code, chart, table, notes)
 
     def table_header(self) -> list[str]:
-        unit = "channel" if self.spatial else "latent"
+        unit = unit_name(self.shape)
         return [unit, "mean", "spread"] + (["KL (nats)"] if self.variational else [])
 
     @_inference
     def likelihood(self, image: Any, label: Any = None) -> str:
         """The image's negative ELBO and its terms and its importance-sampled NLL (variational models), or its
         reconstruction NLL (models with a likelihood), as Markdown; a one-line note for other models."""
-        from zoo.metrics import elbo_terms, log_importance_weights
+        from zoo.metrics import elbo_terms, importance_sampled_nll
 
         y = self._labels(self.label(label))
         x, _ = self.read(image)
         if self.variational:
             data = TensorData(x, y)
             terms = elbo_terms(self.model, data, num_samples=ELBO_SAMPLES, batch_size=1)
-            log_w = log_importance_weights(self.model, x, y, NLL_SAMPLES,
-                                           generator=torch.Generator(self.device).manual_seed(0))
-            nll = float(math.log(NLL_SAMPLES) - torch.logsumexp(log_w, 0)[0])
+            nll = importance_sampled_nll(self.model, data, num_samples=NLL_SAMPLES, batch_size=1, seed=0)["nll"]
             return (f"| term | nats |\n| --- | --- |\n"
                     f"| negative ELBO ({ELBO_SAMPLES} samples of z) | {terms['neg_elbo']:.2f} |\n"
                     f"| reconstruction -E_q log p(x\\|z) | {terms['reconstruction']:.2f} |\n"
@@ -299,7 +298,7 @@ class Explorer:
             where = f" at {self.position}" if self.spatial else ""
             score = f"KL {self.score[u]:.2f} nats" if self.variational and self.data is not None else (
                 f"variance {self.score[u]:.3g}" if self.data is not None else "unranked")
-            out.append(Slider(u, f"{'channel' if self.spatial else 'latent'} {u}{where} ({score})",
+            out.append(Slider(u, f"{unit_name(self.shape)} {u}{where} ({score})",
                               math.floor(low * 100) / 100, math.ceil(high * 100) / 100))
         return out
 
@@ -417,7 +416,7 @@ class Explorer:
             return images.to_array(self._decode(z, self._labels(self.label(label)))), caption
         i, distance = self.scatter.nearest(x, y)
         y_i = None if self.data.y is None else int(self.data.y[i])
-        own = self._labels(y_i) if self.num_classes else None
+        own = self._labels(y_i if y_i is not None else self.label(label))  # unlabelled data: the picked class
         caption = (f"test image {i}" + ("" if y_i is None else f" (label {y_i})") +
                    f", {distance:.0f} px from the click: its code decoded")
         return images.to_array(self._decode(self.codes[i:i + 1].to(self.device), own)), caption
