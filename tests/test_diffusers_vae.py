@@ -215,6 +215,17 @@ def test_hub_repos_in_diffusers_layout(name: str, olah, tmp_path: Path) -> None:
     olah.repo(f"org/tiny-{cls}-fp16").commit_folder(fp16)
     reference = FAMILIES[name].from_pretrained(fp16, variant="fp16", torch_dtype=torch.float32).eval()
     assert_same_as_diffusers(zoo.load(f"hf-hub:org/tiny-{cls}-fp16"), reference, images())
+    # a cached fp16 file is not taken for the plain weights it was not asked for
+    with pytest.raises(HubUnavailableError, match="holds only the fp16 weights .*weights_variant='fp16'"):
+        zoo.load(f"hf-hub:org/tiny-{cls}-fp16", local_files_only=True)
+    assert_same_as_diffusers(zoo.load(f"hf-hub:org/tiny-{cls}-fp16", weights_variant="fp16", local_files_only=True),
+                             reference, images())
+    both = tmp_path / "both"
+    net.save_pretrained(both)
+    copy.deepcopy(net).half().save_pretrained(both, variant="fp16")
+    olah.repo(f"org/tiny-{cls}-both").commit_folder(both)
+    zoo.load(f"hf-hub:org/tiny-{cls}-both", weights_variant="fp16")  # the fp16 file alone comes into the cache
+    assert_same_as_diffusers(zoo.load(f"hf-hub:org/tiny-{cls}-both"), net, images())  # then the plain weights
     # cached now: offline it loads with no request
     assert_same_as_diffusers(zoo.load(f"hf-hub:org/tiny-pipeline-{cls}/vae", local_files_only=True), net, images())
 

@@ -75,30 +75,34 @@ def _in(subfolder: str | None, name: str) -> str:
 
 
 def weight_candidates(weights_variant: str | None) -> tuple[str, ...]:
-    """Weight file names a model folder may hold: the zoo's, then diffusers' (the asked variant, or the usual)."""
+    """Weight files whose presence in the cache lets a load skip the Hub: the asked variant's, else the zoo's
+    model.safetensors or diffusers' plain file. A cached fp16 or bf16 file alone does not count when no variant
+    was asked for: it is there because an earlier load asked for it, and the repo may hold plain weights."""
     from zoo.diffusers_layout import weights_file_name
 
     if weights_variant is not None:
         return (weights_file_name(weights_variant),)
-    return (WEIGHTS_NAME, *(weights_file_name(v) for v in (None, "fp16", "bf16")))
+    return (WEIGHTS_NAME, weights_file_name(None))
 
 
 def cached_folder(repo_id: str, revision: str | None = None, cache_dir: str | Path | None = None, *,
                   subfolder: str | None = None, weights_variant: str | None = None) -> Path | None:
     """The cached snapshot folder holding config.json and a weights file (the zoo's or diffusers'), or None.
     No network."""
-    from huggingface_hub import try_to_load_from_cache
-
-    def cached(name: str) -> str | None:
-        path = try_to_load_from_cache(repo_id, _in(subfolder, name), cache_dir=cache_dir, revision=revision)
-        return path if isinstance(path, str) else None
-
-    config = cached(CONFIG_NAME)
+    config = _cached_file(repo_id, revision, cache_dir, _in(subfolder, CONFIG_NAME))
     if config is None:
         return None
-    weights = [path for name in weight_candidates(weights_variant) if (path := cached(name)) is not None]
-    folders = {Path(config).parent, *(Path(w).parent for w in weights)}
-    return Path(config).parent if weights and len(folders) == 1 else None
+    weights = [name for name in weight_candidates(weights_variant)
+               if _cached_file(repo_id, revision, cache_dir, _in(subfolder, name)) is not None]
+    return Path(config).parent if weights else None
+
+
+def _cached_file(repo_id: str, revision: str | None, cache_dir: str | Path | None, name: str) -> str | None:
+    """The cached path of one file of the repo, or None. No network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    path = try_to_load_from_cache(repo_id, name, cache_dir=cache_dir, revision=revision)
+    return path if isinstance(path, str) else None
 
 
 def resolve(repo_id: str, revision: str | None = None, *, local_files_only: bool | None = None,
@@ -117,6 +121,14 @@ def resolve(repo_id: str, revision: str | None = None, *, local_files_only: bool
         res.folder, res.commit = folder, commit_of(folder, subfolder)
         return res
     if is_offline(local_files_only):
+        if weights_variant is None:
+            from zoo.diffusers_layout import weights_file_name
+
+            held = [v for v in ("fp16", "bf16")
+                    if _cached_file(repo_id, revision, cache_dir, _in(subfolder, weights_file_name(v)))]
+            if held:
+                res.looked.append(f"the cache holds only the {' and '.join(held)} weights of {shown}: pass "
+                                  f"weights_variant={held[0]!r} to load them")
         res.looked.append(f"download of {shown}: skipped (offline: HF_HUB_OFFLINE=1 or local_files_only=True)")
         raise unavailable(res, online_hint=True)
     folder = download(repo_id, revision, cache_dir=cache_dir, res=res, subfolder=subfolder,
