@@ -23,14 +23,14 @@ BATCH = 64
 
 
 def _reconstructions(model: nn.Module, data: TensorData) -> Iterator[tuple[Tensor, Tensor]]:
-    """(inputs, eval-mode reconstructions clamped to [0, 1]) batch by batch, on the CPU in float32."""
+    """(inputs, eval-mode reconstructions clamped to [0, 1]) batch by batch, float32 on the model's device."""
     device = next(model.parameters()).device
     model.eval()
     with torch.no_grad():
         for batch in data.batches(BATCH, shuffle=False):
             x = batch[0].to(device)
             y = batch[1].to(device) if len(batch) > 1 else None
-            yield x.float().cpu(), reconstruct(model, x, y).float().clamp(0, 1).cpu()
+            yield x.float(), reconstruct(model, x, y).float().clamp(0, 1)
 
 
 def reconstruction_quality(model: nn.Module, data: TensorData) -> dict[str, float]:
@@ -54,11 +54,13 @@ def reconstruction_frechet_distance(model: nn.Module, data: TensorData,
     output is averaged over positions)."""
     from zoo.sample_quality import frechet_distance
 
+    params = next(iter(features.parameters()), None) if isinstance(features, nn.Module) else None
+    device = None if params is None else params.device  # the feature network may sit on another device
     real, fake = [], []
     with torch.no_grad():
         for x, recon in _reconstructions(model, data):
-            real.append(_vectors(features(x)))
-            fake.append(_vectors(features(recon)))
+            real.append(_vectors(features(x if device is None else x.to(device))).cpu())
+            fake.append(_vectors(features(recon if device is None else recon.to(device))).cpu())
     name = type(features).__name__
     return {"frechet_distance": frechet_distance(torch.cat(real), torch.cat(fake)), "feature_network": name}
 
