@@ -269,7 +269,11 @@ class VQVAEVariant(Variant):
 def perplexity(indices: Tensor, num_embeddings: int) -> Tensor:
     """exp of the entropy (nats) of the code distribution over every position of ``indices`` (on their
     device, no host sync)."""
-    return perplexity_of_counts(torch.bincount(indices.reshape(-1), minlength=num_embeddings).float())
+    flat = indices.reshape(-1)
+    # index_add_, not bincount: bincount sizes its output from indices.max(), a host sync per step on a GPU
+    ones = torch.ones(len(flat), device=flat.device)
+    counts = torch.zeros(num_embeddings, device=flat.device).index_add_(0, flat, ones)
+    return perplexity_of_counts(counts)
 
 
 def perplexity_of_counts(counts: Tensor) -> Tensor:
