@@ -604,13 +604,10 @@ class DiffusersVariant(Variant):
         out = LossOutput(total, terms)
         ctx.ensure_finite(out, step)
         networks = [p for name, p in model.named_parameters() if not name.startswith("discriminator.")]
-        objectives = [(total, [p for p in networks if p.requires_grad])]
+        objectives = [(total, networks)]
         if adversarial:
             objectives.append((terms["discriminator"], list(model.discriminator.parameters())))
-        for i, (objective, params) in enumerate(objectives):
-            grads = ctx.grad(objective, params, retain_graph=i + 1 < len(objectives), allow_unused=True)
-            for p, g in zip(params, grads, strict=True):
-                p.grad = g
+        ctx.backward_per_objective(objectives)
         ctx.step(optimizers["model"])
         if adversarial:
             ctx.step(optimizers["discriminator"])

@@ -18,7 +18,7 @@ from torch import Tensor
 
 import zoo
 from zoo.config import check_fields
-from zoo.distributions import DiagonalGaussian
+from zoo.distributions import DiagonalGaussian, Posterior
 from zoo.errors import ConfigError
 from zoo.losses import reconstruction_nll
 from zoo.model import ZooModel, condition_vector
@@ -68,10 +68,16 @@ class VAEModel(ZooModel):
             self.decoder = SpatialDecoder(config.latent_channels, config.hidden_dims, config.input_shape,
                                           config.activation, cond_dim=cond)
         else:
-            self.encoder = Encoder(config.input_shape, config.hidden_dims, 2 * config.latent_dim,
+            self.encoder = Encoder(config.input_shape, config.hidden_dims, self.encoder_outputs(config),
                                    config.architecture, config.activation, cond_dim=cond)
             self.decoder = Decoder(config.latent_dim, config.hidden_dims, config.input_shape,
                                    config.architecture, config.activation, cond_dim=cond)
+
+    @staticmethod
+    def encoder_outputs(config: VAEConfig) -> int:
+        """Numbers the encoder of a flat latent outputs per example: the posterior's mean and log-variance
+        (a flow posterior adds a context for its transforms)."""
+        return 2 * config.latent_dim
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
@@ -136,18 +142,27 @@ class VAEVariant(Variant):
                               f"train the 'cvae' variant for a model conditioned on labels")
         return VAEModel(config)
 
-    def terms(self, model: VAEModel, x: Tensor, y: Tensor | None) -> tuple[DiagonalGaussian, Tensor, Tensor]:
-        """(posterior, reconstruction NLL per example averaged over K samples, KL per example)."""
+    def terms(self, model: VAEModel, x: Tensor, y: Tensor | None) -> tuple[Posterior, Tensor, Tensor, bool]:
+        """(posterior, reconstruction NLL per example averaged over K samples, KL per example, whether the KL
+        is the closed form). A model without a closed-form KL (:meth:`~zoo.ZooModel.latent_kl` is None: a
+        mixture prior, a flow posterior) gets the Monte-Carlo estimate log q(z|x) - log p(z) at the same K
+        draws that the reconstruction term uses."""
         posterior = model.encode(x, y)
         k = model.config.mc_samples
-        # K > 1: z is (K, B, *latent_shape) and the NLL is averaged over K. One sample draws the same numbers
-        # as (1, B, ...) would, without the sample dim: the same values with fewer operations per step.
-        z = posterior.sample(k if k > 1 else None)
+        kl = model.latent_kl(posterior)
+        if kl is None:
+            z, log_q = posterior.sample_and_log_prob(k if k > 1 else None)
+        else:
+            # K > 1: z is (K, B, *latent_shape) and the NLL is averaged over K. One sample draws the same numbers
+            # as (1, B, ...) would, without the sample dim: the same values with fewer operations per step.
+            z = posterior.sample(k if k > 1 else None)
         recon = model.reconstruction_nll(x, z, y)
         recon = recon.mean(0) if k > 1 else recon
-        kl = posterior.kl()
+        if kl is None:
+            kl = log_q - model.prior_log_prob(z)
+            return posterior, recon, kl.mean(0) if k > 1 else kl, False
         kl = kl.sum(-1) if kl.dim() == 2 else kl.flatten(1).sum(-1)
-        return posterior, recon, kl
+        return posterior, recon, kl, True
 
     def kl_weight_and_target(self, config: Any, step: int) -> tuple[float, float | None]:
         """(weight on the KL, capacity C or None); the plain VAE weighs it by 1."""
@@ -155,14 +170,16 @@ class VAEVariant(Variant):
 
     def loss(self, model: VAEModel, batch: Batch, *, step: int = 0) -> LossOutput:
         x, y = split_batch(batch)
-        _, recon, kl = self.terms(model, x, y)
+        _, recon, kl, closed_form = self.terms(model, x, y)
         recon, kl = recon.mean(), kl.mean()
         weight, capacity = self.kl_weight_and_target(model.config, step)
         neg_elbo = recon + kl
+        # A Monte-Carlo KL says so in its name: it is a noisy estimate, and can be negative for one batch.
+        kl_name = "kl" if closed_form else "kl_mc"
         if capacity is None and weight == 1.0:  # the plain VAE's loss is its negative ELBO
-            return LossOutput(neg_elbo, {"reconstruction": recon, "kl": kl, "neg_elbo": neg_elbo})
+            return LossOutput(neg_elbo, {"reconstruction": recon, kl_name: kl, "neg_elbo": neg_elbo})
         kl_term = weight * (kl - capacity).abs() if capacity is not None else weight * kl
-        return LossOutput(recon + kl_term, {"reconstruction": recon, "kl": kl, "neg_elbo": neg_elbo})
+        return LossOutput(recon + kl_term, {"reconstruction": recon, kl_name: kl, "neg_elbo": neg_elbo})
 
 
 @dataclass

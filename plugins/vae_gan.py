@@ -142,12 +142,7 @@ class VAEGANVariant(VAEVariant):
         out = LossOutput(terms["encoder"] + terms["discriminator"], {})
         ctx.ensure_finite(out, step)
         nets = self.networks(model)
-        for i, (name, net) in enumerate(nets.items()):
-            params = [p for p in net.parameters() if p.requires_grad]
-            last = i == len(nets) - 1
-            grads = ctx.grad(terms[name], params, retain_graph=not last, allow_unused=True)
-            for p, g in zip(params, grads, strict=True):
-                p.grad = g
+        ctx.backward_per_objective([(terms[name], list(net.parameters())) for name, net in nets.items()])
         for name in nets:
             ctx.step(optimizers[name])
         return {"loss": terms["encoder"].detach(), "prior": terms["prior"].detach(),

@@ -182,8 +182,10 @@ def test_posterior_kinds_answer_the_same_questions() -> None:
     assert isinstance(point, PointMass) and isinstance(point, Posterior) and not point.has_density
     assert torch.equal(point.mode(), code) and point.latent_shape == (5,) and point.shape == (3, 5)
     assert point.sample(2).shape == (2, 3, 5) and torch.equal(point.sample(2)[1], code)
-    with pytest.raises(NotImplementedError, match="no density"):
+    with pytest.raises(NotImplementedError, match="PointMass has no closed-form KL"):
         point.kl()
+    with pytest.raises(NotImplementedError, match="PointMass has no density"):
+        point.sample_and_log_prob()
     with pytest.raises(TypeError, match="must return a zoo.distributions.Posterior"):
         as_posterior([1, 2])
     assert isinstance(zoo.load("ae-mnist").encode(torch.rand(2, 1, 28, 28)), PointMass)

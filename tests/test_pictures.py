@@ -202,7 +202,7 @@ def test_autoencoder_traversals_span_each_latents_spread_and_sort_by_variance(ae
     for row, d in enumerate(order):
         mean, std = codes[:, d].mean(), codes[:, d].std()
         assert_close(z[row][:, d], torch.stack([mean - 2 * std, mean, mean + 2 * std]), rtol=1e-4, atol=1e-4)
-    with pytest.raises(ValueError, match="without a prior.*data="):
+    with pytest.raises(ValueError, match="without a standard normal prior and per-unit KL.*data="):
         traversals(ae, x)
 
 

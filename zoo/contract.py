@@ -122,6 +122,36 @@ def likelihood_nll(model: nn.Module, x: Tensor, z: Tensor, y: Tensor | int | Non
     return model.reconstruction_nll(model_input(model, x), z, y)
 
 
+def latent_kl(model: nn.Module, posterior: Posterior) -> Tensor | None:
+    """KL(q(z|x) || p(z)) per latent element in closed form (:meth:`zoo.ZooModel.latent_kl`), or None where the
+    model's prior and posterior have none (a mixture prior, a flow posterior): per-unit KL is then left out."""
+    own = getattr(model, "latent_kl", None)
+    if own is not None:
+        return own(posterior)
+    return posterior.kl() if posterior.closed_form_kl else None
+
+
+@torch.no_grad()
+def has_unit_kl(model: nn.Module, x: Tensor, y: Tensor | int | None = None) -> bool:
+    """Whether ``model`` has a closed-form KL per latent unit (:func:`latent_kl`), asked of the posterior of
+    image(s) ``x``: tools that show per-unit KL, or take N(0, I) as the prior, check it first."""
+    return latent_kl(model, posterior_of(model, x, y)) is not None
+
+
+def kl_per_example(model: nn.Module, posterior: Posterior, z: Tensor | None = None,
+                   log_q: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+    """KL(q(z|x) || p(z)) per example: the closed form summed over the latent where the model has one,
+    otherwise the Monte-Carlo estimate mean_k [log q(z_k|x) - log p(z_k)] over the draws ``z`` (K, batch, ...)
+    or (batch, ...) with their ``log_q`` (from ``posterior.sample_and_log_prob``), or over one new draw."""
+    closed = latent_kl(model, posterior)
+    if closed is not None:
+        return closed.flatten(1).sum(-1)
+    if z is None or log_q is None:
+        z, log_q = posterior.sample_and_log_prob(generator=generator)
+    estimate = log_q - model.prior_log_prob(z)
+    return estimate.mean(0) if estimate.dim() == 2 else estimate
+
+
 def latent_shape(model: nn.Module) -> tuple[int, ...]:
     """One example's code shape, as the model declares it."""
     return tuple(int(d) for d in model.latent_shape)

@@ -6,13 +6,17 @@ Every kind answers the same questions, so a tool never needs to know which model
 - ``sample(num_samples=None, generator=None)``: a draw, (batch, *latent_shape) or with a leading
   ``num_samples`` dimension; seeded by ``generator``;
 - ``shape`` / ``latent_shape``: (batch, *latent_shape) and the per-example latent shape;
-- ``has_density``: whether ``kl()`` and ``log_prob(z)`` exist.
+- ``has_density``: whether the posterior has a density: ``sample_and_log_prob`` gives log q(z|x) of its draws;
+- ``closed_form_kl``: whether ``kl()`` gives KL(q || N(0, I)) per latent element in closed form (a model
+  whose prior is not the standard normal says which KL applies: :meth:`zoo.ZooModel.latent_kl`).
 
 Kinds:
 
 - :class:`DiagonalGaussian` (VAE family): N(mean, diag(exp(logvar))) over a latent of any shape. Its
   ``sample`` is reparameterised (gradients flow to mean and logvar); ``kl()`` is the analytic KL to the
   standard normal prior per latent element and ``log_prob(z)`` the density summed over the latent.
+- :class:`FlowPosterior` (normalising-flow posteriors): a diagonal Gaussian pushed through invertible
+  transforms; log q(z|x) of a draw includes the flow's log-determinant, and there is no closed-form KL.
 - :class:`PointMass` (deterministic autoencoders): the code itself; every sample is the code.
 - :class:`QuantizedCode` (VQ models): the quantised continuous code, the code indices and the codebook.
 
@@ -37,8 +41,10 @@ LOGVAR_MAX_FP16 = 11.0
 class Posterior:
     """Base class of the posterior kinds: a batch of distributions over codes of one latent shape."""
 
-    #: True when the kind defines ``kl()`` and ``log_prob(z)``.
+    #: True when the kind has a density: ``sample_and_log_prob`` (and, where it can be evaluated, ``log_prob(z)``).
     has_density: ClassVar[bool] = False
+    #: True when ``kl()`` gives KL(q || N(0, I)) per latent element in closed form.
+    closed_form_kl: ClassVar[bool] = False
 
     def mode(self) -> Tensor:
         """The most likely code, (batch, *latent_shape)."""
@@ -48,6 +54,14 @@ class Posterior:
         """A draw of shape (batch, *latent_shape), or (num_samples, batch, *latent_shape) if given."""
         code = self.mode()
         return code if num_samples is None else code.expand(num_samples, *code.shape)
+
+    def sample_and_log_prob(self, num_samples: int | None = None,
+                            generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """A draw (as :meth:`sample`) and log q(z|x) of it, summed over the latent: what the ELBO, the IWAE
+        bound and the importance-sampled NLL need. A flow posterior knows the density of its own draws
+        without inverting the flow."""
+        z = self.sample(num_samples, generator=generator)
+        return z, self.log_prob(z)
 
     @property
     def shape(self) -> torch.Size:
@@ -60,8 +74,9 @@ class Posterior:
         return tuple(self.shape[1:])
 
     def kl(self) -> Tensor:
-        """KL(q(z|x) || p(z)) per latent element, (batch, *latent_shape), in nats."""
-        raise NotImplementedError(f"a {type(self).__name__} has no density: no KL to a prior")
+        """KL(q(z|x) || N(0, I)) per latent element, (batch, *latent_shape), in nats, where ``closed_form_kl``.
+        Tools ask the model (:meth:`zoo.ZooModel.latent_kl`), whose prior need not be N(0, I)."""
+        raise NotImplementedError(f"a {type(self).__name__} has no closed-form KL to N(0, I)")
 
     def log_prob(self, z: Tensor) -> Tensor:
         """log q(z|x) summed over the latent; ``z`` may carry leading sample dims."""
@@ -86,6 +101,7 @@ class DiagonalGaussian(Posterior):
     """
 
     has_density = True
+    closed_form_kl = True
 
     def __init__(self, mean: Tensor, logvar: Tensor) -> None:
         if mean.shape != logvar.shape:
@@ -123,6 +139,49 @@ class DiagonalGaussian(Posterior):
         return _sum_latent(density, self.mean.dim() - 1)
 
 
+class FlowPosterior(Posterior):
+    """q(z|x) of a normalising flow: z = f_L(...f_1(z0)), z0 ~ ``base`` (a :class:`DiagonalGaussian`), so
+    log q(z|x) = log q0(z0|x) - sum_l log|det df_l/dz_{l-1}| (Rezende & Mohamed 2015, eq. 6).
+
+    ``transforms`` are ``torch.distributions.Transform`` objects (Pyro's planar, radial and
+    autoregressive flows are), already conditioned on ``x`` where they take a context. Draws come with
+    their density (:meth:`sample_and_log_prob`); ``log_prob(z)`` of an arbitrary ``z`` would need the
+    inverse, which planar and radial flows do not have in closed form, so it is not offered. ``mode()``
+    is the flow of the base mean: the code tools decode (not necessarily the density's maximum).
+    """
+
+    has_density = True
+
+    def __init__(self, base: DiagonalGaussian, transforms: list[torch.distributions.Transform]) -> None:
+        self.base = base
+        self.transforms = transforms
+
+    def _flow(self, z0: Tensor) -> tuple[Tensor, Tensor]:
+        """(z_L, sum of log|det J| over the transforms), the latter with z0's sample and batch dims."""
+        z, log_det = z0, torch.zeros(z0.shape[:-1], device=z0.device, dtype=_at_least_fp32(z0).dtype)
+        for transform in self.transforms:
+            nxt = transform(z)
+            log_det = log_det + transform.log_abs_det_jacobian(z, nxt)
+            z = nxt
+        return z, log_det
+
+    def mode(self) -> Tensor:
+        return self._flow(self.base.mean)[0]
+
+    def sample(self, num_samples: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+        return self.sample_and_log_prob(num_samples, generator)[0]
+
+    def sample_and_log_prob(self, num_samples: int | None = None,
+                            generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        z0 = self.base.sample(num_samples, generator=generator)
+        z, log_det = self._flow(z0)
+        return z, self.base.log_prob(z0) - log_det
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        raise NotImplementedError("a flow posterior gives log q(z|x) only for its own draws: use "
+                                  "sample_and_log_prob() (planar and radial flows have no closed-form inverse)")
+
+
 class PointMass(Posterior):
     """A deterministic code: the encoder's output itself."""
 
@@ -158,7 +217,7 @@ def as_posterior(encoded: Posterior | Tensor) -> Posterior:
         return encoded
     if isinstance(encoded, Tensor):
         return PointMass(encoded)
-    raise TypeError(f"encode() must return a zoo.distributions.Posterior (DiagonalGaussian, PointMass, "
+    raise TypeError(f"encode() must return a zoo.distributions.Posterior (DiagonalGaussian, FlowPosterior, PointMass, "
                     f"QuantizedCode) or a tensor, got {type(encoded).__name__}")
 
 

@@ -20,7 +20,10 @@ from torch import Tensor, nn
 
 from zoo.contract import (
     has,
+    has_unit_kl,
+    kl_per_example,
     labels_for,
+    latent_kl,
     latent_shape,
     likelihood_nll,
     posterior_of,
@@ -32,6 +35,7 @@ from zoo.contract import (
     with_unit,
 )
 from zoo.data import TensorData
+from zoo.errors import ConfigError
 from zoo.losses import bernoulli_nll, squared_error
 
 
@@ -50,15 +54,18 @@ def _device(model: nn.Module) -> torch.device:
 @torch.no_grad()
 def log_importance_weights(model: nn.Module, x: Tensor, y: Tensor | None, num_samples: int,
                            chunk: int = 100, generator: torch.Generator | None = None) -> Tensor:
-    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for K samples: (K, batch), float64."""
+    """log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x) for K samples: (K, batch), float64.
+
+    p(z) is the model's own prior (``prior_log_prob``) and log q(z_k|x) comes with each draw
+    (``sample_and_log_prob``: a flow posterior's includes the log-determinant)."""
     y = labels_for(model, y)
     posterior = posterior_of(model, x, y)
     out = []
     for start in range(0, num_samples, chunk):
         k = min(chunk, num_samples - start)
-        z = posterior.sample(k, generator=generator)
+        z, log_q = posterior.sample_and_log_prob(k, generator=generator)
         log_px_z = -likelihood_nll(model, x, z, y)
-        out.append(log_px_z.double() + model.prior_log_prob(z).double() - posterior.log_prob(z).double())
+        out.append(log_px_z.double() + model.prior_log_prob(z).double() - log_q.double())
     return torch.cat(out)
 
 
@@ -86,7 +93,10 @@ def importance_sampled_nll(model: nn.Module, data: TensorData, num_samples: int 
 @torch.no_grad()
 def elbo_terms(model: nn.Module, data: TensorData, num_samples: int = 10, batch_size: int = 500,
                seed: int = 0) -> dict[str, float]:
-    """Negative ELBO = reconstruction NLL (averaged over ``num_samples`` z per example) + KL (variational models)."""
+    """Negative ELBO = reconstruction NLL (averaged over ``num_samples`` z per example) + KL (variational models).
+
+    The KL is the closed form where the model has one, else the Monte-Carlo estimate over the same draws
+    (:func:`zoo.contract.kl_per_example`)."""
     require(model, "variational", "the ELBO")
     model.eval()
     device = _device(model)
@@ -95,9 +105,9 @@ def elbo_terms(model: nn.Module, data: TensorData, num_samples: int = 10, batch_
     for x, y in _batches(data, batch_size, device):
         y = labels_for(model, y)
         posterior = posterior_of(model, x, y)
-        z = posterior.sample(num_samples, generator=generator)
+        z, log_q = posterior.sample_and_log_prob(num_samples, generator=generator)
         recon_sum += float(likelihood_nll(model, x, z, y).double().mean(0).sum())
-        kl_sum += float(posterior.kl().double().sum())
+        kl_sum += float(kl_per_example(model, posterior, z, log_q).double().sum())
     n = len(data)
     return {"neg_elbo": (recon_sum + kl_sum) / n, "reconstruction": recon_sum / n, "kl": kl_sum / n}
 
@@ -119,7 +129,8 @@ def reconstruction_errors(model: nn.Module, data: TensorData, batch_size: int = 
 
 @torch.no_grad()
 def active_units(model: nn.Module, data: TensorData, threshold: float = 0.01, batch_size: int = 500) -> dict[str, Any]:
-    """Burda et al.: unit i is active when Var_x(E_q[z_i]) > threshold. Also the mean KL per unit (variational).
+    """Burda et al.: unit i is active when Var_x(E_q[z_i]) > threshold. Also the mean KL per unit (variational
+    models whose KL factorises over the latent, :func:`zoo.contract.latent_kl`).
 
     A unit is a latent of a flat latent; of a spatial latent, a channel, whose variance is averaged and
     whose KL is summed over its positions (``unit`` says which).
@@ -132,12 +143,13 @@ def active_units(model: nn.Module, data: TensorData, threshold: float = 0.01, ba
     for x, y in _batches(data, batch_size, device):
         posterior = posterior_of(model, x, y)
         means.append(posterior.mode().double())
-        if variational:
-            kls.append(unit_sum(posterior.kl().double(), shape))
+        kl = latent_kl(model, posterior) if variational else None
+        if kl is not None:
+            kls.append(unit_sum(kl.double(), shape))
     variance = unit_mean(torch.cat(means).var(0), shape)
     result = {"active_units": int((variance > threshold).sum()), "units": int(variance.numel()),
               "unit": unit_name(shape), "mean_variance": variance.tolist()}
-    if variational:
+    if kls:
         result["kl_per_latent"] = torch.cat(kls).mean(0).tolist()
     return result
 
@@ -157,6 +169,11 @@ def reconstruction_gain(model: nn.Module, data: TensorData, *, replace_with: str
     require(model, "has_likelihood", "the reconstruction gain")
     if replace_with == "prior":
         require(model, "variational", "the reconstruction gain against the prior (use replace_with='marginal')")
+        first = next(_batches(data, 1, _device(model)))
+        if not has_unit_kl(model, *first):
+            raise ConfigError(f"the reconstruction gain against the prior replaces a unit by its prior mean 0 and "
+                              f"sets it beside the unit's KL; {model.variant_name!r}'s prior or posterior has no "
+                              f"per-unit KL (a mixture prior or a flow): use replace_with='marginal'")
     model.eval()
     device = _device(model)
     shape = latent_shape(model)
@@ -166,7 +183,7 @@ def reconstruction_gain(model: nn.Module, data: TensorData, *, replace_with: str
         posterior = posterior_of(model, x, y)
         codes.append(posterior.mode())
         if replace_with == "prior":
-            kls.append(unit_sum(posterior.kl(), shape))
+            kls.append(unit_sum(latent_kl(model, posterior), shape))
         batches.append((x, y))
     fill = torch.zeros_like(codes[0][0]) if replace_with == "prior" else torch.cat(codes).mean(0)
     units = shape[0]

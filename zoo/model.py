@@ -7,7 +7,7 @@
   ``forward(x, y=None)`` -> the reconstruction (deterministic in eval mode).
 - ``sample(n, y=None, generator=None)`` for variants that declare ``generative``;
   ``reconstruction_nll(x, z, y=None)`` for those that declare ``has_likelihood``;
-  ``prior_log_prob(z)`` for those that declare ``variational``.
+  ``prior_log_prob(z)`` and ``latent_kl(posterior)`` for those that declare ``variational``.
 
 A model made by :func:`zoo.create` or :func:`zoo.load` also knows its ``variant_name`` and
 ``pretrained_info`` (provenance: name, source, revision), as timm models carry ``pretrained_cfg``.
@@ -87,6 +87,16 @@ class ZooModel(nn.Module):
     def prior_log_prob(self, z: Tensor) -> Tensor:
         """log p(z) summed over the latent (leading sample dims kept); the standard normal by default."""
         return standard_normal_log_prob(z, len(self.latent_shape))
+
+    def latent_kl(self, posterior: Posterior) -> Tensor | None:
+        """KL(q(z|x) || p(z)) per latent element, (batch, *latent_shape), in closed form; None where there is
+        none: the prior does not factorise over the latent's elements (a mixture prior) or the posterior has
+        no closed-form KL (a flow). The zoo then estimates the per-example KL by Monte Carlo, from draws and
+        their log q(z|x) (:func:`zoo.contract.kl_per_example`), and leaves per-unit KL out.
+
+        Default: the posterior's KL to the standard normal, the prior :meth:`prior_log_prob` defaults to. A
+        model that overrides ``prior_log_prob`` overrides this too."""
+        return posterior.kl() if posterior.closed_form_kl else None
 
     @classmethod
     def from_pretrained(cls: type[M], name: str | Path, *, revision: str | None = None,

@@ -25,6 +25,7 @@ from zoo.contract import (
     has,
     is_spatial,
     labels_for,
+    latent_kl,
     latent_shape,
     posterior_of,
     reconstruct,
@@ -128,7 +129,8 @@ def _code(model: nn.Module, x: Tensor, y: Tensor | int | None) -> Tensor:
 
 def _encode_all(model: nn.Module, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor | None]:
     """Codes (N, *latent_shape) of a whole data set, and their KL per element (same shape) for a variational
-    model (None otherwise). Encoded ``ENCODE_BATCH`` images at a time; labels reach conditional models only.
+    model with a closed-form one (:func:`zoo.contract.latent_kl`; None otherwise). Encoded ``ENCODE_BATCH``
+    images at a time; labels reach conditional models only.
     """
     device = _device(model)
     labels = labels_for(model, y)
@@ -138,8 +140,9 @@ def _encode_all(model: nn.Module, x: Tensor, y: Tensor | None) -> tuple[Tensor, 
         batch_y = None if labels is None else labels[start:start + ENCODE_BATCH].to(device)
         posterior = posterior_of(model, x[start:start + ENCODE_BATCH].to(device), batch_y)
         codes.append(posterior.mode().float().cpu())
-        if variational:
-            kls.append(posterior.kl().float().cpu())
+        kl = latent_kl(model, posterior) if variational else None
+        if kl is not None:
+            kls.append(kl.float().cpu())
     return torch.cat(codes), torch.cat(kls) if kls else None
 
 
@@ -216,11 +219,12 @@ def traversals(model: nn.Module, x: Tensor, *, dims: int | Sequence[int] | None 
     Row r varies latent unit ``order[r]`` alone over ``steps`` values, the rest of the code staying at x's, so a
     row shows what that one unit controls. A unit is a latent of a flat latent; of a spatial latent (C, h, w) it
     is a channel, moved at one ``position`` (i, j) of the grid (default: the centre, :func:`default_position`).
-    For a variational model the values are linspace(-span, span) in prior units (absolute, not offsets), and
-    rows are sorted by mean KL per unit (descending; a channel's summed over its positions) over ``data`` when
-    given, else by x's own KL: informative units first, collapsed ones (KL ~ 0, rows that do not change) last.
-    Any other model has no prior or KL: it needs ``data``, whose per-unit code mean and standard deviation set
-    the values (mean + linspace(-span, span) * std) and whose code variance sets the order.
+    For a variational model with a N(0, I) prior and a per-unit KL the values are linspace(-span, span) in prior
+    units (absolute, not offsets), and rows are sorted by mean KL per unit (descending; a channel's summed over its
+    positions) over ``data`` when given, else by x's own KL: informative units first, collapsed ones (KL ~ 0, rows
+    that do not change) last. Any other model (no prior, or no per-unit KL: a mixture prior, a flow posterior)
+    needs ``data``, whose per-unit code mean and standard deviation set the values (mean + linspace(-span, span)
+    * std) and whose code variance sets the order.
     ``dims``: None for every unit, an int k for the k first in that order, or a list of units to show (still
     sorted). ``y`` is x's label for a conditional model; ``data.y`` are the data's labels.
     """
@@ -234,14 +238,16 @@ def traversals(model: nn.Module, x: Tensor, *, dims: int | Sequence[int] | None 
     with _evaluating(model):
         posterior = posterior_of(model, x.to(_device(model)), y)
         base = posterior.mode()[0]
-        if has(model, "variational"):
-            kl = _encode_all(model, data.x, data.y)[1] if data is not None else posterior.kl()
+        own_kl = latent_kl(model, posterior) if has(model, "variational") else None
+        if own_kl is not None:
+            kl = _encode_all(model, data.x, data.y)[1] if data is not None else own_kl
             score = unit_sum(kl, shape).mean(0)
             centre, scale = torch.zeros(shape[0]), torch.ones(shape[0])
         else:
             if data is None:
-                raise ValueError("a model without a prior has nothing to traverse in: pass data=... (e.g. the test "
-                                 "set) to scale each latent unit by its spread over the data and order by variance")
+                raise ValueError("a model without a standard normal prior and per-unit KL has no prior units to "
+                                 "traverse in: pass data=... (e.g. the test set) to scale each latent unit by its "
+                                 "spread over the data and order by variance")
             codes = _encode_all(model, data.x, data.y)[0]
             at = codes[(slice(None), slice(None), *where)]  # (N, units) at the traversed position
             score, centre, scale = unit_mean(codes.var(0), shape), at.mean(0), at.std(0)

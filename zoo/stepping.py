@@ -134,6 +134,17 @@ class StepContext:
         and call :meth:`step`, which unscales them)."""
         return torch.autograd.grad(self._scaled(loss), params, **kwargs)
 
+    def backward_per_objective(self, objectives: Sequence[tuple[Tensor, Sequence[Tensor]]]) -> None:
+        """Set each parameter's gradient from its own objective: ``p.grad = d objective / d p`` for every
+        ``(objective, parameters)`` pair, through one graph kept until the last pair (a GAN's networks, an
+        IWAE whose encoder and decoder follow different bounds). Frozen parameters are left out; a parameter
+        an objective does not reach gets no gradient. Call :meth:`step` on the optimisers afterwards."""
+        for i, (objective, params) in enumerate(objectives):
+            params = [p for p in params if p.requires_grad]
+            grads = self.grad(objective, params, retain_graph=i + 1 < len(objectives), allow_unused=True)
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g
+
     def step(self, optimizer: torch.optim.Optimizer) -> None:
         """Average the optimiser's gradients across processes, then step it (through the scaler,
         which unscales the gradients and skips the step if they overflowed)."""

@@ -29,8 +29,9 @@ The checks (CONTRIBUTING.md, "The conformance kit", says the same):
   and seeded ``sample()`` are (B, *latent_shape) (a quantised code's ``indices`` and ``codebook`` agree
   with its ``quantized`` vectors); ``decode`` of such codes gives (B, *input_shape).
 - ``test_capabilities``: what the variant declares holds, and what it implements is declared:
-  ``variational`` -> the posterior has ``kl()`` (per element, >= 0) and ``log_prob(z)``, and
-  ``model.prior_log_prob(z)`` works, with and without leading sample dims; ``has_likelihood`` ->
+  ``variational`` -> the model's ``latent_kl(posterior)`` is per element and >= 0 where it has a closed
+  form, ``posterior.sample_and_log_prob()`` and ``model.prior_log_prob(z)`` work, with and without leading
+  sample dims; ``has_likelihood`` ->
   ``model.reconstruction_nll(x, z, y)`` gives (B,) and (K, B) for K samples, and without the flag it
   raises ``NotImplementedError``.
 - ``test_loss_finite_and_backward``: the loss is a finite scalar with finite terms; its gradients are
@@ -357,7 +358,8 @@ class VariantConformance:
                 f"{variant.name}: forward/decode produced non-finite values")
 
     def test_capabilities(self, variant: Variant) -> None:
-        """``variational``: kl(), log_prob(z) and prior_log_prob(z) with the right shapes; ``has_likelihood``:
+        """``variational``: latent_kl(posterior) (where it has a closed form), sample_and_log_prob() and
+        prior_log_prob(z) with the right shapes; ``has_likelihood``:
         reconstruction_nll(x, z, y) per example, and NotImplementedError when the flag is not declared."""
         model, x, y = self.setup_model(variant)
         model.eval()
@@ -370,13 +372,19 @@ class VariantConformance:
             if variant.variational:
                 assert posterior.has_density, (f"{variant.name} declares variational, but its posterior "
                                                f"{type(posterior).__name__} has no density (kl, log_prob)")
-                kl = posterior.kl()
-                assert tuple(kl.shape) == (batch_size, *latent) and torch.isfinite(kl).all(), (
-                    f"{variant.name}: posterior.kl() must be finite, per latent element {(batch_size, *latent)}, "
-                    f"got {tuple(kl.shape)}")
-                assert (kl > -1e-5).all(), f"{variant.name}: posterior.kl() has negative entries: {kl.min()}"
-                for sample, lead in ((z, (batch_size,)), (zk, (k, batch_size))):
-                    for what, value in (("posterior.log_prob(z)", posterior.log_prob(sample)),
+                kl = model.latent_kl(posterior) if hasattr(model, "latent_kl") else posterior.kl()
+                if kl is not None:  # None: no closed form (mixture prior, flow posterior), estimated by Monte Carlo
+                    assert tuple(kl.shape) == (batch_size, *latent) and torch.isfinite(kl).all(), (
+                        f"{variant.name}: latent_kl(posterior) must be finite, per latent element "
+                        f"{(batch_size, *latent)}, got {tuple(kl.shape)}")
+                    assert (kl > -1e-5).all(), f"{variant.name}: latent_kl(posterior) has negative entries: {kl.min()}"
+                gen = torch.Generator().manual_seed(2)
+                drawn = [posterior.sample_and_log_prob(num, generator=gen) for num in (None, k)]
+                for (sample, log_q), lead in zip(drawn, ((batch_size,), (k, batch_size)), strict=True):
+                    assert tuple(sample.shape) == (*lead, *latent), (
+                        f"{variant.name}: sample_and_log_prob() drew z of shape {tuple(sample.shape)}, expected "
+                        f"{(*lead, *latent)}")
+                    for what, value in (("log q(z|x) from posterior.sample_and_log_prob()", log_q),
                                         ("model.prior_log_prob(z)", model.prior_log_prob(sample))):
                         assert tuple(value.shape) == lead and torch.isfinite(value).all(), (
                             f"{variant.name}: {what} for z of shape {tuple(sample.shape)} must be finite with "

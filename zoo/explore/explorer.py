@@ -6,10 +6,10 @@ from :mod:`zoo.metrics`, interpolations, prior samples and the 2-D manifold from
 What a model's variant does not declare is skipped with a one-line note (:meth:`Explorer.notes`).
 
 The sliders move the informative latent units (a latent of a flat latent, a channel at the centre of the
-grid of a spatial one): units whose mean KL over the test data (variational models) or whose code variance
-over it (other models) exceeds ``INFORMATIVE``, the most informative first, at most ``MAX_SLIDERS``. A
-variational model's sliders are in prior units; another model's span its codes' mean +- 3 standard
-deviations over the data.
+grid of a spatial one): units whose mean KL over the test data (variational models with a N(0, I) prior and
+a per-unit KL) or whose code variance over it (other models, a mixture prior or a flow posterior included)
+exceeds ``INFORMATIVE``, the most informative first, at most ``MAX_SLIDERS``. The first kind's sliders are in
+prior units; the other's span the codes' mean +- 3 standard deviations over the data.
 
 Every public method runs in eval mode under ``torch.inference_mode()`` on the model's device and returns
 images as uint8 arrays (:mod:`zoo.explore.images`); a bad request raises
@@ -35,7 +35,9 @@ from zoo import pictures
 from zoo.contract import (
     decode_images,
     has,
+    has_unit_kl,
     is_spatial,
+    latent_kl,
     latent_shape,
     likelihood_nll,
     posterior_of,
@@ -122,6 +124,10 @@ class Explorer:
         self.device = next(model.parameters()).device
         with torch.inference_mode():
             self.input_shape = tuple(self._decode(torch.zeros(1, *self.shape, device=self.device), 0).shape[1:])
+            # Sliders in prior units and per-unit KL need a N(0, I) prior with a per-unit KL (not a mixture
+            # prior or a flow posterior): those models are explored like deterministic ones, by the data.
+            self.unit_kl = self.variational and has_unit_kl(
+                model, torch.zeros(1, *self.input_shape, device=self.device), self._labels(0))
             self.data_note = ""
             if data is not None and data.input_shape != self.input_shape:
                 self.data_note = (f"The test data of {dataset or 'the data given'} are {data.input_shape} images "
@@ -148,7 +154,7 @@ class Explorer:
             self.codes = pictures._encode_all(self.model, self.data.x, self.data.y)[0]
             summary = active_units(self.model, self.data, threshold=INFORMATIVE)
             at = self.codes[(slice(None), slice(None), *self.position)]  # (N, units) at the sliders' position
-            if self.variational:
+            if self.unit_kl:
                 score = torch.tensor(summary["kl_per_latent"])
                 self.centre, self.scale = torch.zeros(units), torch.ones(units)
                 self.sliders_by = "mean KL over the test data"
@@ -162,7 +168,7 @@ class Explorer:
         order = torch.argsort(score, descending=True, stable=True).tolist()
         if self.data is not None:
             order = [u for u in order if score[u] > INFORMATIVE]
-        self.units = order[:MAX_SLIDERS] if self.variational or self.data is not None else []
+        self.units = order[:MAX_SLIDERS] if self.unit_kl or self.data is not None else []
 
     def _scatter(self) -> Scatter:
         points, explained = pictures._pca_2d(self.codes.flatten(1).double())
@@ -187,7 +193,7 @@ class Explorer:
                          f"positions and the sliders move one channel at position {self.position}.")
         if self.data is None:
             notes.append(self.data_note + "No test data for this model (or its card names no dataset): no scatter" +
-                         ("" if self.variational else " and no sliders (their range comes from the data)") +
+                         ("" if self.unit_kl else " and no sliders (their range comes from the data)") +
                          "; pass --data NAME.")
         elif not self.units:
             notes.append(f"No latent unit carries information (none above {INFORMATIVE} by "
@@ -245,10 +251,11 @@ class Explorer:
             draws = posterior.sample(SPREAD_SAMPLES, generator=torch.Generator(self.device).manual_seed(0))
             spread = unit_mean(draws.float().var(0), self.shape)[0].sqrt().cpu()
             spread_name = f"std of {SPREAD_SAMPLES} samples"
-        kl = unit_sum(posterior.kl().float(), self.shape)[0].cpu() if self.variational else None
+        kl = latent_kl(self.model, posterior) if self.unit_kl else None
+        kl = unit_sum(kl.float(), self.shape)[0].cpu() if kl is not None else None
         unit = "channel (mean over positions)" if self.spatial else "latent"
         kind = type(posterior).__name__
-        chart = posterior_chart(mean, spread, unit=unit, spread_name=spread_name, prior=self.variational,
+        chart = posterior_chart(mean, spread, unit=unit, spread_name=spread_name, prior=self.unit_kl,
                                 title=f"{self.name}: posterior q(z|x) ({kind}) per {unit}")
         table = [[u, round(float(mean[u]), 4), round(float(spread[u]), 4)] +
                  ([round(float(kl[u]), 4)] if kl is not None else []) for u in range(self.shape[0])]
@@ -257,7 +264,7 @@ class Explorer:
 
     def table_header(self) -> list[str]:
         unit = unit_name(self.shape)
-        return [unit, "mean", "spread"] + (["KL (nats)"] if self.variational else [])
+        return [unit, "mean", "spread"] + (["KL (nats)"] if self.unit_kl else [])
 
     @_inference
     def likelihood(self, image: Any, label: Any = None) -> str:
@@ -296,7 +303,7 @@ class Explorer:
                 value = float(code[(0, u, *self.position)])
                 low, high = min(low, value), max(high, value)
             where = f" at {self.position}" if self.spatial else ""
-            score = f"KL {self.score[u]:.2f} nats" if self.variational and self.data is not None else (
+            score = f"KL {self.score[u]:.2f} nats" if self.unit_kl and self.data is not None else (
                 f"variance {self.score[u]:.3g}" if self.data is not None else "unranked")
             out.append(Slider(u, f"{unit_name(self.shape)} {u}{where} ({score})",
                               math.floor(low * 100) / 100, math.ceil(high * 100) / 100))
@@ -308,10 +315,10 @@ class Explorer:
 
     @_inference
     def sample_point(self, seed: Any) -> Tensor:
-        """A starting code drawn with ``seed``: from the prior N(0, I) for a variational model (the prior the
-        zoo's sliders and traversals are in units of), else the code of a random test image."""
+        """A starting code drawn with ``seed``: from the prior N(0, I) for a variational model with a per-unit KL
+        (the prior the zoo's sliders and traversals are in units of), else the code of a random test image."""
         generator = torch.Generator().manual_seed(checks.seed(seed))
-        if self.variational:
+        if self.unit_kl:
             return torch.randn(1, *self.shape, generator=generator).to(self.device)
         if self.codes is None:
             raise RequestError("no test data to draw a starting code from: draw an image instead")
