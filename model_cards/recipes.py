@@ -92,6 +92,9 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
     Recipe("planar-vae-mnist", "planar-vae", "VAE with a posterior of 10 planar flows (Rezende & Mohamed 2015) on "
            "vae-mnist's MLP (16 latents); random shifts of up to 2 pixels as vae-mnist.",
            {"latent_dim": 16, "flow_length": 10}, train={**MNIST_TRAIN, "max_shift": 2}),
+    Recipe("radial-vae-mnist", "radial-vae", "VAE with a posterior of 10 radial flows (Rezende & Mohamed 2015) on "
+           "vae-mnist's MLP (16 latents); random shifts of up to 2 pixels as vae-mnist.",
+           {"latent_dim": 16, "flow_length": 10}, train={**MNIST_TRAIN, "max_shift": 2}),
     Recipe("iaf-vae-mnist", "iaf-vae", "VAE with a posterior of 2 inverse autoregressive flow steps (Kingma et al. "
            "2016; MADE 128-128, conditioned on a 16-d context from the encoder) on vae-mnist's MLP (16 latents); "
            "random shifts of up to 2 pixels as vae-mnist.",

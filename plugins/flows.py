@@ -22,13 +22,13 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from zoo_plugins.vae import MONTE_CARLO_KL, VAEConfig, VAEModel, VAEVariant
 
 import zoo
 from zoo.config import check_fields
 from zoo.distributions import DiagonalGaussian, FlowPosterior
 from zoo.errors import ConfigError
 from zoo.model import condition_vector
-from zoo_plugins.vae import VAEConfig, VAEModel, VAEVariant
 
 FLOWS = ("planar", "radial", "iaf")
 
@@ -102,6 +102,7 @@ class FlowVAEVariant(VAEVariant):
     name = "planar-vae"
     config_class = FlowVAEConfig
     description = "VAE with a planar-flow posterior (Rezende & Mohamed 2015): log q(z|x) with the log-determinant"
+    metric_names = MONTE_CARLO_KL
 
     def tiny_config(self) -> FlowVAEConfig:
         return self.make_config(input_shape=(1, 8, 8), latent_dim=4, hidden_dims=(32,), flow_length=2,

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from zoo_plugins.vae import VAEConfig, VAEModel, VAEVariant
 
 import zoo
 from zoo.config import check_fields
@@ -31,7 +32,6 @@ from zoo.errors import ConfigError
 from zoo.metrics import importance_sampled_nll
 from zoo.stepping import step_context
 from zoo.variant import Batch, LossOutput, split_batch
-from zoo_plugins.vae import VAEConfig, VAEModel, VAEVariant
 
 BOUNDS = ("iwae", "miwae", "ciwae", "piwae")
 #: Entries of :meth:`IWAEVariant.objectives` that are objectives, not terms to report.

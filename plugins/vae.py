@@ -126,6 +126,10 @@ class VAEModel(ZooModel):
         return self.decode(z, y)
 
 
+#: The card's description of the KL of a model without a closed-form one (a mixture prior, a flow posterior).
+MONTE_CARLO_KL = {"kl": "KL(q(z|x) || p(z)) (nats; Monte Carlo over the ELBO's samples: no closed form)"}
+
+
 class VAEVariant(Variant):
     """VAE: L = E_q[-log p(x|z)] (K samples) + KL(q(z|x) || N(0, I))."""
 

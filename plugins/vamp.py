@@ -18,12 +18,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from zoo_plugins.vae import MONTE_CARLO_KL, VAEConfig, VAEModel, VAEVariant
 
 import zoo
 from zoo.config import check_fields
 from zoo.distributions import DiagonalGaussian, Posterior, generator_kwargs
 from zoo.errors import ConfigError
-from zoo_plugins.vae import VAEConfig, VAEModel, VAEVariant
 
 
 @dataclass
@@ -94,6 +94,7 @@ class VampVAEVariant(VAEVariant):
     name = "vamp-vae"
     config_class = VampVAEConfig
     description = "VampPrior VAE (Tomczak & Welling): prior a mixture of posteriors at learned pseudo-inputs"
+    metric_names = MONTE_CARLO_KL
 
     def tiny_config(self) -> VampVAEConfig:
         return VampVAEConfig(input_shape=(1, 8, 8), latent_dim=4, hidden_dims=(32,), num_pseudo_inputs=10)

@@ -348,3 +348,16 @@ def test_two_test_images_are_of_two_labels(explorers: ex.Explorers) -> None:
     for seed in range(5):
         a, b = explorer.test_pair(seed)
         assert label(a) != label(b)
+
+
+@pytest.mark.parametrize("name", ["vamp-vae-mnist", "planar-vae-mnist"])
+def test_a_mixture_prior_or_a_flow_posterior_is_explored_by_code_variance(explorers: ex.Explorers,
+                                                                          name: str) -> None:
+    """No per-unit KL (the VampPrior's KL to a mixture, a flow's): sliders by code variance over the data, not in
+    N(0, I) units, and no KL column."""
+    explorer = explorers.get(name)
+    assert explorer.variational and not explorer.unit_kl
+    variance = torch.tensor(active_units(explorer.model, explorer.data)["mean_variance"])
+    informative = [u for u in torch.argsort(variance, descending=True).tolist() if variance[u] > ex.INFORMATIVE]
+    assert explorer.units == informative[:ex.MAX_SLIDERS] and explorer.sliders_by.startswith("code variance")
+    assert "KL (nats)" not in explorer.table_header()

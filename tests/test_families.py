@@ -53,7 +53,8 @@ def test_iwae_bounds_match_their_definitions(bound, groups, k):
     iwae_all = torch.logsumexp(log_w.reshape(groups * k, -1), 0) - math.log(groups * k)
     assert_close(out.terms["neg_elbo"], -elbo.mean(), rtol=1e-5, atol=1e-4)
     assert_close(out.terms["neg_iwae_bound"], -iwae_all.mean(), rtol=1e-5, atol=1e-4)
-    assert float(out.terms["neg_iwae_bound"].detach()) <= float(out.terms["neg_elbo"].detach()) + 1e-4  # Jensen: IWAE >= ELBO
+    # Jensen: for the same draws, the IWAE bound is at least the ELBO
+    assert float(out.terms["neg_iwae_bound"].detach()) <= float(out.terms["neg_elbo"].detach()) + 1e-4
     expected = {"iwae": -iwae_all.mean(),
                 "miwae": -(torch.logsumexp(log_w, 1) - math.log(k)).mean(),
                 "ciwae": -(0.3 * elbo + 0.7 * iwae_all).mean(),
@@ -202,3 +203,23 @@ def test_flow_log_q_subtracts_the_log_determinant_of_the_jacobian(name):
         assert torch.count_nonzero(jac[i, :, (i + 1) % len(x), :]) == 0
     with pytest.raises(NotImplementedError, match="sample_and_log_prob"):
         posterior.log_prob(z)
+
+
+# -- docs/families.md --------------------------------------------------------------------------------------
+
+
+def test_families_page_compares_each_family_with_the_vae_on_the_same_digits(tmp_path):
+    from zoo_model_cards.families import main, verdict
+
+    assert (verdict(-1.0, 0.4), verdict(1.0, 0.4), verdict(-0.5, 0.4)) == ("agrees", "disagrees", "undecided")
+    out = tmp_path / "families.md"
+    out.write_text("old\n<!-- discussion -->\n## Why\n\nkept by hand\n<!-- /discussion -->\n")
+    main(["--out", str(out), "--only", "vae-mnist", "iwae-mnist", "cvae-mnist", "--nll-samples", "20",
+          "--examples", "40"])
+    text = out.read_text()
+    rows = {line.split(" | ")[0].strip("| `"): line for line in text.splitlines() if line.startswith("| `")}
+    assert {"vae-mnist", "iwae-mnist", "cvae-mnist"} <= set(rows)
+    assert "(-log p(x\\|y))" in rows["cvae-mnist"] and "(-log p(x\\|y))" not in rows["vae-mnist"]
+    comparison = [line for line in text.splitlines() if line.startswith("| `iwae-mnist` | Burda")]
+    assert len(comparison) == 1 and any(f"**{v}**" in comparison[0] for v in ("agrees", "disagrees", "undecided"))
+    assert "kept by hand" in text and "40 test digits" in text and text.count("<!-- discussion -->") == 1

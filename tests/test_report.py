@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import torch
+
 import zoo
 from zoo.cli import main
 from zoo.data import load_dataset
@@ -39,3 +41,15 @@ def test_report_for_a_deterministic_autoencoder_skips_what_does_not_apply(tmp_pa
     text = path.read_text()
     assert "its mean over the data" in text and "KL" not in text.split("## Per latent")[1].split("## Pictures")[0]
     assert len(re.findall(r"^\| \d+ \| [-\d.]+ \|$", text, flags=re.M)) == 32
+
+
+def test_report_for_a_mixture_prior_reads_units_by_their_data_mean(tmp_path):
+    """A VampPrior has no per-unit KL: the report's gain replaces a unit by its data mean and draws no KL bars."""
+    from zoo.data import TensorData
+
+    model = zoo.create("vamp-vae", input_shape=(1, 8, 8), latent_dim=3, hidden_dims=(16,), num_pseudo_inputs=5)
+    data = TensorData((torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(0)) > 0.5).float())
+    path = write_report(model.eval(), data, tmp_path, title="vamp", metrics={"nll": 1.0})
+    text = path.read_text()
+    assert "replaced by its mean over the data" in text and not (tmp_path / "latent-bars.png").exists()
+    assert "largest code variance first" in text

@@ -67,7 +67,7 @@ METRIC_NAMES = {
     "neg_elbo": "negative ELBO (nats; samples of z per example: 10, or as the eval command's --elbo-samples)",
     "reconstruction": "reconstruction term of the ELBO (nats)",
     "kl": "KL(q(z|x) || p(z)) (nats)",
-    "nll": "NLL -log p(x) (nats, importance sampling from q(z|x), K samples)",
+    "nll": "NLL -log p(x) (nats, importance sampling from q(z|x), K = 1000 samples per example)",
     "nll_stderr": "standard error of the NLL over test examples",
     "active_units": "active units (Var_x E_q[z_i] > 0.01)",
     "recon_mse": "squared error of the deterministic reconstruction, per example",
@@ -85,11 +85,26 @@ METRIC_NAMES = {
 }
 
 
+#: What the likelihoods of a conditional model are: given the true label, and with the label summed out.
+CONDITIONAL_NAMES = {
+    "nll": "conditional NLL -log p(x|y) at the true label (nats, importance sampling from q(z|x, y), K = 1000 "
+           "samples per example)",
+    "nll_stderr": "standard error of the conditional NLL over test examples",
+    "nll_marginal": "marginal NLL -log p(x) = -log (1/C) sum_y p(x|y), uniform p(y) (nats; each p(x|y) "
+                    "importance sampled, K = 1000)",
+    "neg_elbo": "negative ELBO of log p(x|y) at the true label (nats; 10 samples of z per example)",
+}
+
+
 def metric_names(model: nn.Module) -> dict[str, str]:
     """Descriptions of every metric a model's evaluation may report: the zoo's and its variant's own."""
     from zoo.contract import variant_of
 
-    return {**METRIC_NAMES, **variant_of(model).metric_names}
+    variant = variant_of(model)
+    names = {**METRIC_NAMES, **variant.metric_names}
+    if variant.conditional:
+        names.update(CONDITIONAL_NAMES)
+    return names
 
 
 def checkpoint_card(model: nn.Module, *, name: str, summary: str, dataset: str, dataset_label: str,

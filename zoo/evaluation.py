@@ -20,7 +20,7 @@ from torch import nn
 from zoo.contract import has, skip_note, variant_of
 from zoo.data import DATASETS, TensorData, as_data
 from zoo.errors import ConfigError
-from zoo.metrics import active_units, elbo_terms, importance_sampled_nll, reconstruction_errors
+from zoo.metrics import active_units, elbo_terms, importance_sampled_nll, marginal_nll, reconstruction_errors
 
 #: Relative tolerance within which a fresh evaluation must match a card's numbers.
 CARD_TOLERANCE = 0.01
@@ -56,6 +56,8 @@ def evaluate(model: nn.Module, data: TensorData | str | Any, *, nll_samples: int
         if nll_samples:
             nll = importance_sampled_nll(model, data, num_samples=nll_samples, seed=seed)
             metrics["nll"], metrics["nll_stderr"] = nll["nll"], nll["nll_stderr"]
+            if has(model, "conditional"):  # nll is -log p(x|y): also the image's own likelihood
+                metrics["nll_marginal"] = marginal_nll(model, data, num_samples=nll_samples, seed=seed)["nll"]
         if len(data) > 1:  # a variance over the data needs two examples
             metrics["active_units"] = active_units(model, data)["active_units"]
     metrics.update({f"recon_{k}": v for k, v in reconstruction_errors(model, data).items()})

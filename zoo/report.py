@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.contract import has, is_spatial, latent_shape, posterior_of, unit_name
+from zoo.contract import has, has_unit_kl, is_spatial, latent_shape, posterior_of, unit_name
 from zoo.data import TensorData
 from zoo.distributions import QuantizedCode
 from zoo.folder import atomic_write
@@ -60,7 +60,7 @@ def _picture_rows(model: nn.Module, data: TensorData, out: Path) -> list[tuple[s
     unit = unit_name(shape)
     where = f" at grid position {pic.default_position(shape)}" if is_spatial(shape) else ""
     grid(images, "traversals.png", 9, f"traversals of one {unit} per row{where} ({unit}s {order}, "
-         f"{'most KL' if has(model, 'variational') else 'largest code variance'} first)")
+         f"{'most KL' if _per_unit_kl(model, data) else 'largest code variance'} first)")
     if shape == (2,):
         grid(pic.manifold(model, 20, y=0 if classes else None), "manifold.png", 20,
              "decoded 2-D latent grid (inverse normal CDF of evenly spaced quantiles)"
@@ -83,7 +83,9 @@ def write_report(model: nn.Module, data: TensorData, out: str | Path, *, title: 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.eval()
-    variational = has(model, "variational")
+    # Per-unit KL and "replace a unit by its prior mean 0" need a N(0, I) prior with a per-unit KL; a mixture
+    # prior or a flow posterior is read like a deterministic code (its mean over the data).
+    variational = _per_unit_kl(model, data)
     if metrics is None:
         metrics = evaluate(model, data, nll_samples=nll_samples, dataset=dataset)
     pictures = _picture_rows(model, data, out)
@@ -154,6 +156,15 @@ def _unit_section(model: nn.Module, data: TensorData, gain: dict[str, Any] | Non
         table = (f"| {unit} | reconstruction gain (code -> its data mean) |\n| --- | --- |\n"
                  + "\n".join(f"| {i} | {g:.3f} |" for i, g in enumerate(gain["gain"])))
     return f"{what}\n\n{table}"
+
+
+def _per_unit_kl(model: nn.Module, data: TensorData) -> bool:
+    """Whether ``model`` is variational with a closed-form KL per latent unit (:func:`zoo.contract.latent_kl`)."""
+    if not has(model, "variational"):
+        return False
+    device = next(model.parameters()).device
+    labels = _labels(data, 1)
+    return has_unit_kl(model, data.x[:1].to(device), None if labels is None else labels.to(device))
 
 
 def _labels(data: TensorData, n: int) -> torch.Tensor | None:

@@ -71,7 +71,8 @@ class Variant:
     #: The diffusers class whose folders (config.json with this ``_class_name``) this variant reads, with
     #: :meth:`config_from_diffusers`; "" for none. ``zoo.load("local-dir:...")`` and the Hub loader use it.
     diffusers_class_name: ClassVar[str] = ""
-    #: Descriptions of the extra numbers :meth:`metrics` returns, by key (for ``zoo eval``, reports, cards).
+    #: Descriptions of the extra numbers :meth:`metrics` returns, by key (for ``zoo eval``, reports, cards). A key
+    #: of the zoo's own metrics here re-describes it for this variant (e.g. a KL estimated by Monte Carlo).
     metric_names: ClassVar[dict[str, str]] = {}
     #: The ``train_step`` term that must fall when training on one fixed batch (conformance kit).
     monitored_term: ClassVar[str] = "loss"

