@@ -99,6 +99,14 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "2016; MADE 128-128, conditioned on a 16-d context from the encoder) on vae-mnist's MLP (16 latents); "
            "random shifts of up to 2 pixels as vae-mnist.",
            {"latent_dim": 16, "flow_length": 2}, train={**MNIST_TRAIN, "max_shift": 2}),
+    Recipe("hvae-mnist", "hvae", "Hamiltonian VAE (Caterini et al. 2018): vae-mnist's MLP (16 latents); the encoder's "
+           "draw moved by 3 tempered leapfrog steps on log p(x, z) with learned step sizes and initial inverse "
+           "temperature; random shifts of up to 2 pixels as vae-mnist.",
+           {"latent_dim": 16, "leapfrog_steps": 3}, train={**MNIST_TRAIN, "max_shift": 2}),
+    Recipe("svae-mnist", "svae", "Hyperspherical VAE (Davidson et al. 2018): vae-mnist's MLP with codes on the unit "
+           "sphere in R^16, a von Mises-Fisher posterior and the uniform prior; random shifts of up to 2 pixels as "
+           "vae-mnist.",
+           {"latent_dim": 16}, train={**MNIST_TRAIN, "max_shift": 2}),
     Recipe("vae-mnist-2d", "vae", "MLP VAE with a 2-d latent space, for manifold pictures.",
            {"latent_dim": 2}, train=MNIST_TRAIN),
     Recipe("vae-gan-mnist", "vae-gan",

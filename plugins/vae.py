@@ -148,12 +148,12 @@ class VAEVariant(Variant):
 
     def terms(self, model: VAEModel, x: Tensor, y: Tensor | None) -> tuple[Posterior, Tensor, Tensor, bool]:
         """(posterior, reconstruction NLL per example averaged over K samples, KL per example, whether the KL
-        is the closed form). A model without a closed-form KL (:meth:`~zoo.ZooModel.latent_kl` is None: a
+        is the closed form). A model without a closed-form KL (:meth:`~zoo.ZooModel.example_kl` is None: a
         mixture prior, a flow posterior) gets the Monte-Carlo estimate log q(z|x) - log p(z) at the same K
         draws that the reconstruction term uses."""
         posterior = model.encode(x, y)
         k = model.config.mc_samples
-        kl = model.latent_kl(posterior)
+        kl = model.example_kl(posterior)
         if kl is None:
             z, log_q = posterior.sample_and_log_prob(k if k > 1 else None)
         else:
@@ -165,7 +165,6 @@ class VAEVariant(Variant):
         if kl is None:
             kl = log_q - model.prior_log_prob(z)
             return posterior, recon, kl.mean(0) if k > 1 else kl, False
-        kl = kl.sum(-1) if kl.dim() == 2 else kl.flatten(1).sum(-1)
         return posterior, recon, kl, True
 
     def kl_weight_and_target(self, config: Any, step: int) -> tuple[float, float | None]:

@@ -212,6 +212,7 @@ def test_families_page_compares_each_family_with_the_vae_on_the_same_digits(tmp_
     from zoo_model_cards.families import main, verdict
 
     assert (verdict(-1.0, 0.4), verdict(1.0, 0.4), verdict(-0.5, 0.4)) == ("agrees", "disagrees", "undecided")
+    assert verdict(1.0, 0.4, "either") == "higher" and verdict(0.1, 0.4, "either") == "no difference"
     out = tmp_path / "families.md"
     out.write_text("old\n<!-- discussion -->\n## Why\n\nkept by hand\n<!-- /discussion -->\n")
     main(["--out", str(out), "--only", "vae-mnist", "iwae-mnist", "cvae-mnist", "--nll-samples", "20",
@@ -223,3 +224,110 @@ def test_families_page_compares_each_family_with_the_vae_on_the_same_digits(tmp_
     comparison = [line for line in text.splitlines() if line.startswith("| `iwae-mnist` | Burda")]
     assert len(comparison) == 1 and any(f"**{v}**" in comparison[0] for v in ("agrees", "disagrees", "undecided"))
     assert "kept by hand" in text and "40 test digits" in text and text.count("<!-- discussion -->") == 1
+
+
+# -- Hamiltonian VAE ---------------------------------------------------------------------------------------
+
+
+def test_hvae_log_q_is_the_base_density_through_volume_preserving_tempered_leapfrog():
+    """log q(z_K, rho_K) = log q0(z0) + log N(rho0; 0, I / beta0) - log|det J|, with the Jacobian of the whole
+    dynamics from torch.autograd (leapfrog preserves volume; the tempering contributes (d / 2) log beta0)."""
+    _, model = tiny("hvae", leapfrog_steps=3, step_size=0.2, beta_zero=0.4)
+    x = images(1)
+    posterior = model.encode(x)
+    with torch.no_grad():
+        z, log_q = posterior.sample_and_log_prob(generator=torch.Generator().manual_seed(0))
+        generator = torch.Generator().manual_seed(0)
+        z0 = posterior.base.sample(generator=generator)
+        gamma0 = torch.randn(z0.shape, generator=generator)
+    beta0 = float(posterior.betas[0].detach())
+    rho0 = gamma0 / math.sqrt(beta0)
+
+    def dynamics(state):
+        zk, rho = posterior.dynamics(state[:4].unsqueeze(0), state[4:].unsqueeze(0))
+        return torch.cat([zk[0], rho[0]])
+
+    state = torch.cat([z0[0], rho0[0]])
+    jac = torch.autograd.functional.jacobian(dynamics, state)
+    end = dynamics(state)
+    assert_close(end[:4], z[0], rtol=1e-5, atol=1e-5)
+    log_det = torch.linalg.slogdet(jac).logabsdet
+    assert log_det == pytest.approx(2 * math.log(beta0), abs=1e-4)  # d/2 log beta0 with d = 4
+    q0 = D.Independent(D.Normal(posterior.base.mean[0], posterior.base.stddev[0]), 1).log_prob(z0[0])
+    momentum = D.Independent(D.Normal(torch.zeros(4), torch.full((4,), beta0 ** -0.5)), 1).log_prob(rho0[0])
+    unit = D.Independent(D.Normal(torch.zeros(4), torch.ones(4)), 1)
+    assert_close(log_q[0], q0 + momentum - log_det - unit.log_prob(end[4:]), rtol=1e-4, atol=1e-4)
+    assert (z - z0).abs().max() > 1e-3  # the dynamics moved the draw
+
+
+def test_hvae_importance_weights_estimate_the_exact_likelihood_of_a_linear_gaussian_model():
+    """A linear decoder with Gaussian noise has p(x) = N(x; b, W W^T + s^2 I): the HVAE's IS-NLL (momentum as an
+    auxiliary variable) converges to it."""
+    variant, model = tiny("hvae", hidden_dims=(), latent_dim=2, likelihood="gaussian", decoder_std=0.5,
+                          leapfrog_steps=2, step_size=0.1)
+    model.variant_name = "hvae"
+    model.eval()
+    linear = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linear) == 1
+    w, b = linear[0].weight.detach().double(), linear[0].bias.detach().double()
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    exact = D.MultivariateNormal(b, w @ w.T + 0.25 * torch.eye(64)).log_prob(x.flatten(1).double())
+    estimate = importance_sampled_nll(model, TensorData(x), num_samples=4000, batch_size=3)
+    assert estimate["nll"] == pytest.approx(float(-exact.mean()), abs=0.05)
+
+
+# -- hyperspherical VAE ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("m, kappa", [(3, 0.5), (5, 4.0), (16, 30.0), (16, 1.5)])
+def test_vmf_density_and_kl_against_numerical_integration(m, kappa):
+    """Over w = mu^T z the vMF density is C_m(k) e^{k w} (1 - w^2)^{(m-3)/2} |S^{m-2}|: it integrates to 1, and
+    the KL to the uniform prior is its expectation of log q(z) + log |S^{m-1}|."""
+    from zoo_plugins.svae import VonMisesFisher, log_sphere_area
+
+    q = VonMisesFisher(F.normalize(torch.randn(1, m, dtype=torch.float64), dim=-1), torch.tensor([kappa]).double())
+    w = torch.linspace(-1, 1, 400_001, dtype=torch.float64)[1:-1]
+    log_c = q.log_normaliser()[0]
+    density = torch.exp(log_c + kappa * w + (m - 3) / 2 * torch.log1p(-w ** 2) + log_sphere_area(m - 1))
+    assert float(torch.trapezoid(density, w)) == pytest.approx(1.0, abs=1e-4)
+    kl = torch.trapezoid(density * (log_c + kappa * w + log_sphere_area(m)), w)
+    assert float(q.kl_to_uniform()[0]) == pytest.approx(float(kl), rel=1e-4, abs=1e-4)
+
+
+def test_vmf_log_prob_matches_scipy_and_samples_have_its_mean_resultant_length():
+    from scipy.stats import vonmises_fisher
+    from zoo_plugins.svae import VonMisesFisher
+
+    mu = F.normalize(torch.randn(1, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64), dim=-1)
+    q = VonMisesFisher(mu, torch.tensor([10.0], dtype=torch.float64))
+    z = q.sample(20_000, generator=torch.Generator().manual_seed(1))[:, 0]
+    assert_close(z.norm(dim=-1), torch.ones(20_000, dtype=torch.float64))
+    reference = vonmises_fisher(mu[0].numpy(), 10.0)
+    assert_close(q.log_prob(z[:50, None])[:, 0], torch.from_numpy(reference.logpdf(z[:50].numpy())))
+    w = z @ mu[0]
+    expected = float(q.mean_resultant_length()[0])  # I_8(10) / I_7(10)
+    assert float(w.mean()) == pytest.approx(expected, abs=4 * float(w.std()) / math.sqrt(len(w)))
+    assert_close(z.mean(0), expected * mu[0], atol=0.02, rtol=0)
+
+
+def test_scaled_bessel_gradient_is_the_derivative():
+    from zoo_plugins.svae import log_bessel_iv
+
+    kappa = torch.tensor([0.7, 3.0, 40.0], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda k: log_bessel_iv(7.0, k), (kappa,))
+
+
+def test_svae_loss_kl_is_exact_and_metrics_use_the_uniform_prior():
+    variant, model = tiny("svae")
+    x = images()
+    out = variant.loss(model, x)
+    assert "kl" in out.terms and "kl_mc" not in out.terms
+    posterior = model.encode(x)
+    assert model.latent_kl(posterior) is None
+    assert_close(out.terms["kl"], posterior.kl_to_uniform().mean())
+    model.variant_name = "svae"
+    z = torch.randn(7, 4)
+    assert_close(model.prior_log_prob(z), torch.full((7,), -math.log(2 * math.pi ** 2)))  # |S^3| = 2 pi^2
+    with torch.no_grad():
+        drawn = model.sample(5, generator=torch.Generator().manual_seed(0))
+    assert drawn.shape == (5, 1, 8, 8)

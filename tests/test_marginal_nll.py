@@ -18,7 +18,8 @@ def test_marginal_nll_sums_the_label_out_of_each_class_likelihood():
     torch.manual_seed(0)
     model = zoo.create("cvae", input_shape=(1, 8, 8), latent_dim=3, hidden_dims=(16,), num_classes=3).eval()
     x = (torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(1)) > 0.5).float()
-    marginal = marginal_nll(model, TensorData(x, torch.zeros(5, dtype=torch.long)), num_samples=30)
+    marginal = marginal_nll(model, TensorData(x, torch.zeros(5, dtype=torch.long)), num_samples=90)
+    assert marginal["samples_per_class"] == 30  # 90 draws stratified over 3 labels
     log_p = []
     with torch.no_grad():
         for c in range(3):  # log p(x|c) with the draws the metric makes: one generator per class, seeded 0

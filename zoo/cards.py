@@ -91,7 +91,7 @@ CONDITIONAL_NAMES = {
            "samples per example)",
     "nll_stderr": "standard error of the conditional NLL over test examples",
     "nll_marginal": "marginal NLL -log p(x) = -log (1/C) sum_y p(x|y), uniform p(y) (nats; each p(x|y) "
-                    "importance sampled, K = 1000)",
+                    "importance sampled with K / C = 100 samples, 1000 in all)",
     "neg_elbo": "negative ELBO of log p(x|y) at the true label (nats; 10 samples of z per example)",
 }
 

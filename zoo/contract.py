@@ -140,12 +140,17 @@ def has_unit_kl(model: nn.Module, x: Tensor, y: Tensor | int | None = None) -> b
 
 def kl_per_example(model: nn.Module, posterior: Posterior, z: Tensor | None = None,
                    log_q: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
-    """KL(q(z|x) || p(z)) per example: the closed form summed over the latent where the model has one,
+    """KL(q(z|x) || p(z)) per example: the closed form where the model has one (:meth:`zoo.ZooModel.example_kl`),
     otherwise the Monte-Carlo estimate mean_k [log q(z_k|x) - log p(z_k)] over the draws ``z`` (K, batch, ...)
     or (batch, ...) with their ``log_q`` (from ``posterior.sample_and_log_prob``), or over one new draw."""
-    closed = latent_kl(model, posterior)
+    own = getattr(model, "example_kl", None)
+    if own is not None:
+        closed = own(posterior)
+    else:
+        closed = latent_kl(model, posterior)
+        closed = None if closed is None else closed.flatten(1).sum(-1)
     if closed is not None:
-        return closed.flatten(1).sum(-1)
+        return closed
     if z is None or log_q is None:
         z, log_q = posterior.sample_and_log_prob(generator=generator)
     estimate = log_q - model.prior_log_prob(z)

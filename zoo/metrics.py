@@ -103,18 +103,21 @@ def importance_sampled_nll(model: nn.Module, data: TensorData, num_samples: int 
 def marginal_nll(model: nn.Module, data: TensorData, num_samples: int = 1000, batch_size: int = 100,
                  seed: int = 0) -> dict[str, float]:
     """-log p(x) of a conditional model with the label summed out under a uniform p(y):
-    -log (1/C) sum_y p(x|y), each p(x|y) importance sampled with ``num_samples`` draws from q(z|x, y).
+    -log (1/C) sum_y p(x|y), each p(x|y) importance sampled from q(z|x, y) with ``num_samples // C`` draws
+    (stratified over the C labels, ``num_samples`` draws in all: the cost of one conditional NLL).
 
     A conditional model's :func:`importance_sampled_nll` is -log p(x|y) at the true label; this is the
-    likelihood of the image alone, comparable with an unconditional model's. Costs C times as much."""
+    likelihood of the image alone, comparable with an unconditional model's. Like every importance-sampled
+    estimate it is a stochastic upper bound on -log p(x) that tightens as the draws grow."""
     require(model, "conditional", "the marginal NLL over labels")
     classes = int(model.num_classes)
+    per_class = max(1, num_samples // classes)
     log_p = torch.stack([-importance_sampled_nll_per_example(
-        model, TensorData(data.x, torch.full((len(data),), c, dtype=torch.long)), num_samples, batch_size, seed)
+        model, TensorData(data.x, torch.full((len(data),), c, dtype=torch.long)), per_class, batch_size, seed)
         for c in range(classes)])
     nll = -(torch.logsumexp(log_p, 0) - math.log(classes))
     stderr = float(nll.std() / math.sqrt(len(nll))) if len(nll) > 1 else math.nan
-    return {"nll": float(nll.mean()), "nll_stderr": stderr, "num_samples": num_samples}
+    return {"nll": float(nll.mean()), "nll_stderr": stderr, "samples_per_class": per_class}
 
 
 @torch.no_grad()

@@ -7,7 +7,8 @@
   ``forward(x, y=None)`` -> the reconstruction (deterministic in eval mode).
 - ``sample(n, y=None, generator=None)`` for variants that declare ``generative``;
   ``reconstruction_nll(x, z, y=None)`` for those that declare ``has_likelihood``;
-  ``prior_log_prob(z)`` and ``latent_kl(posterior)`` for those that declare ``variational``.
+  ``prior_log_prob(z)``, ``latent_kl(posterior)`` and ``example_kl(posterior)`` for those that declare
+  ``variational``.
 
 A model made by :func:`zoo.create` or :func:`zoo.load` also knows its ``variant_name`` and
 ``pretrained_info`` (provenance: name, source, revision), as timm models carry ``pretrained_cfg``.
@@ -97,6 +98,17 @@ class ZooModel(nn.Module):
         Default: the posterior's KL to the standard normal, the prior :meth:`prior_log_prob` defaults to. A
         model that overrides ``prior_log_prob`` overrides this too."""
         return posterior.kl() if posterior.closed_form_kl else None
+
+    def example_kl(self, posterior: Posterior) -> Tensor | None:
+        """KL(q(z|x) || p(z)) per example, (batch,), in closed form; None where there is none.
+
+        Default: :meth:`latent_kl` summed over the latent. A model whose KL has a closed form that does not
+        split over the latent's elements (a von Mises-Fisher posterior against the uniform prior on the
+        sphere) overrides this and returns None from :meth:`latent_kl`."""
+        kl = self.latent_kl(posterior)
+        if kl is None:
+            return None
+        return kl.sum(-1) if kl.dim() == 2 else kl.flatten(1).sum(-1)
 
     @classmethod
     def from_pretrained(cls: type[M], name: str | Path, *, revision: str | None = None,
