@@ -85,11 +85,16 @@ class HamiltonianPosterior(Posterior):
         return grad
 
     def dynamics(self, z: Tensor, rho: Tensor) -> tuple[Tensor, Tensor]:
-        """(z_K, rho_K) from (z0, rho0); differentiable (second order) when autograd is on, detached otherwise."""
-        differentiable = torch.is_grad_enabled()
-        eps = self.step_sizes if differentiable else self.step_sizes.detach()
-        betas = self.betas if differentiable else [b.detach() for b in self.betas]
-        with torch.enable_grad():
+        """(z_K, rho_K) from (z0, rho0); differentiable (second order) when autograd is on, detached otherwise.
+
+        The steps need grad_z log p(x, z) even when the caller has autograd off (evaluation) or runs in
+        ``torch.inference_mode`` (the explorer): they run on plain copies with autograd on."""
+        differentiable = torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+        eps, betas = self.step_sizes, self.betas
+        with torch.inference_mode(False), torch.enable_grad():
+            if not differentiable:  # inference tensors cannot enter autograd: work on plain copies
+                z, rho, eps = z.detach().clone(), rho.detach().clone(), eps.detach().clone()
+                betas = [b.detach().clone() for b in betas]
             for k in range(1, len(betas)):
                 rho = rho + 0.5 * eps * self._grad_log_joint(z, differentiable)
                 z = z + eps * rho
@@ -129,7 +134,8 @@ class HVAEModel(VAEModel):
         base = super().encode(x, y)
 
         def log_joint(z: Tensor) -> Tensor:
-            return -self.reconstruction_nll(x, z, y) + self.prior_log_prob(z)
+            image = x.clone() if x.is_inference() else x  # called outside inference mode (see dynamics)
+            return -self.reconstruction_nll(image, z, y) + self.prior_log_prob(z)
 
         betas = tempering(torch.sigmoid(self.beta_zero_logit), self.config.leapfrog_steps)
         return HamiltonianPosterior(base, log_joint, self.log_step_size.exp(), betas)

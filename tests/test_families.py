@@ -331,3 +331,21 @@ def test_svae_loss_kl_is_exact_and_metrics_use_the_uniform_prior():
     with torch.no_grad():
         drawn = model.sample(5, generator=torch.Generator().manual_seed(0))
     assert drawn.shape == (5, 1, 8, 8)
+
+
+def test_hvae_posterior_answers_without_autograd_and_in_inference_mode():
+    """Evaluation turns autograd off and the explorer runs in inference mode; the leapfrog steps still need
+    grad_z log p(x, z), and give the same codes in every mode."""
+    _, model = tiny("hvae", step_size=0.3)
+    model.eval()
+    x = images(2)
+    with torch.no_grad():
+        plain = model.encode(x).mode()
+        drawn = model.encode(x).sample_and_log_prob(3, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        posterior = model.encode(x)
+        assert_close(posterior.mode(), plain)
+        again = posterior.sample_and_log_prob(3, generator=torch.Generator().manual_seed(0))
+    assert_close(again[0], drawn[0])
+    assert_close(again[1], drawn[1])
+    assert (plain - model.encode(x).base.mean.detach()).abs().max() > 1e-4  # the dynamics moved the mean
