@@ -101,17 +101,13 @@ class FlowVAEVariant(VAEVariant):
 
     name = "planar-vae"
     config_class = FlowVAEConfig
+    model_class = FlowVAEModel
     description = "VAE with a planar-flow posterior (Rezende & Mohamed 2015): log q(z|x) with the log-determinant"
     metric_names = MONTE_CARLO_KL
 
     def tiny_config(self) -> FlowVAEConfig:
         return self.make_config(input_shape=(1, 8, 8), latent_dim=4, hidden_dims=(32,), flow_length=2,
                                 iaf_hidden_dims=(16,), iaf_context_dim=4)
-
-    def build(self, config: FlowVAEConfig) -> FlowVAEModel:
-        if config.num_classes and not self.conditional:
-            raise ConfigError(f"{self.name} is unconditional: num_classes must be 0, got {config.num_classes}")
-        return FlowVAEModel(config)
 
 
 @dataclass

@@ -146,16 +146,12 @@ class HVAEVariant(VAEVariant):
 
     name = "hvae"
     config_class = HVAEConfig
+    model_class = HVAEModel
     description = "Hamiltonian VAE (Caterini et al. 2018): tempered leapfrog steps on log p(x, z) refine the posterior"
     metric_names = MONTE_CARLO_KL
     #: The loss differentiates log p(x, z) inside itself (torch.autograd.grad with create_graph); torch.compile of
     #: it fails on torch 2.14 ("a leaf Variable that requires grad is being used in an in-place operation").
     compilable = False
-
-    def build(self, config: HVAEConfig) -> HVAEModel:
-        if config.num_classes and not self.conditional:
-            raise ConfigError(f"{self.name} is unconditional: num_classes must be 0, got {config.num_classes}")
-        return HVAEModel(config)
 
 
 @zoo.hookimpl

@@ -194,12 +194,8 @@ class SVAEVariant(VAEVariant):
 
     name = "svae"
     config_class = SVAEConfig
+    model_class = SVAEModel
     description = "Hyperspherical VAE (Davidson et al. 2018): von Mises-Fisher posterior, uniform prior on the sphere"
-
-    def build(self, config: SVAEConfig) -> SVAEModel:
-        if config.num_classes and not self.conditional:
-            raise ConfigError(f"{self.name} is unconditional: num_classes must be 0, got {config.num_classes}")
-        return SVAEModel(config)
 
 
 @zoo.hookimpl

@@ -139,12 +139,14 @@ class VAEVariant(Variant):
     generative = True
     variational = True
     has_likelihood = True
+    #: The network :meth:`build` makes; the VAE families with another prior or posterior set their own.
+    model_class: type[VAEModel] = VAEModel
 
     def build(self, config: VAEConfig) -> VAEModel:
         if config.num_classes and not self.conditional:
             raise ConfigError(f"{self.name} is unconditional: num_classes must be 0, got {config.num_classes}; "
                               f"train the 'cvae' variant for a model conditioned on labels")
-        return VAEModel(config)
+        return self.model_class(config)
 
     def terms(self, model: VAEModel, x: Tensor, y: Tensor | None) -> tuple[Posterior, Tensor, Tensor, bool]:
         """(posterior, reconstruction NLL per example averaged over K samples, KL per example, whether the KL

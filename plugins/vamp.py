@@ -93,16 +93,12 @@ class VampVAEVariant(VAEVariant):
 
     name = "vamp-vae"
     config_class = VampVAEConfig
+    model_class = VampVAEModel
     description = "VampPrior VAE (Tomczak & Welling): prior a mixture of posteriors at learned pseudo-inputs"
     metric_names = MONTE_CARLO_KL
 
     def tiny_config(self) -> VampVAEConfig:
         return VampVAEConfig(input_shape=(1, 8, 8), latent_dim=4, hidden_dims=(32,), num_pseudo_inputs=10)
-
-    def build(self, config: VampVAEConfig) -> VampVAEModel:
-        if config.num_classes:
-            raise ConfigError(f"{self.name} is unconditional: num_classes must be 0, got {config.num_classes}")
-        return VampVAEModel(config)
 
 
 @zoo.hookimpl
