@@ -191,9 +191,11 @@ def reconstruction_gain(model: nn.Module, data: TensorData, *, replace_with: str
     decoded code with unit i replaced by its prior mean 0 (``replace_with="prior"``, variational models)
     or by its mean over ``data`` (``"marginal"``, any model with a likelihood), minus the NLL with unit i kept.
 
-    Set beside the unit's KL it shows what a unit buys: a unit whose gain is below its KL costs more
-    nats than it saves (``below_kl`` lists them) and is on its way to collapse. Units of a spatial latent
-    are channels: the whole channel is replaced at every position."""
+    Set beside the unit's KL it shows what a unit buys, cheaply and deterministically: ``below_kl`` lists the
+    units whose gain is below their KL, the ones on their way to collapse. It is a proxy, evaluated at the
+    posterior mean with the unit set to one value. The exact quantity, what the negative ELBO gains when
+    q(z_i|x) is replaced by the prior, is :func:`prior_replacement_cost` (Monte Carlo). Units of a spatial
+    latent are channels: the whole channel is replaced at every position."""
     if replace_with not in ("prior", "marginal"):
         raise ValueError(f"replace_with must be 'prior' or 'marginal', not {replace_with!r}")
     require(model, "has_likelihood", "the reconstruction gain")
@@ -231,6 +233,48 @@ def reconstruction_gain(model: nn.Module, data: TensorData, *, replace_with: str
         result["kl_per_latent"] = kl
         result["below_kl"] = costly_latents(kl, gain)
     return result
+
+
+@torch.no_grad()
+def prior_replacement_cost(model: nn.Module, data: TensorData, *, num_samples: int = 10, batch_size: int = 500,
+                           seed: int = 0) -> dict[str, Any]:
+    """Per latent unit i, what replacing the posterior q(z_i|x) by the prior p(z_i) = N(0, 1) does to the ELBO,
+    by Monte Carlo with ``num_samples`` draws per example:
+
+        gain_i = E_{z_{-i} ~ q, z_i ~ p}[-log p(x|z)] - E_{z ~ q}[-log p(x|z)]   (the reconstruction it buys)
+        change_i = gain_i - KL_i                                                 (the rise of -ELBO)
+
+    A unit with ``change_i < 0`` costs more nats of KL than it saves in reconstruction: the ELBO is better
+    without it (``costs_more`` lists them). This is the exact quantity that :func:`reconstruction_gain`
+    approximates at the posterior mean. Needs a variational model with a N(0, I) prior and a per-unit KL
+    (:func:`zoo.contract.latent_kl`). Units of a spatial latent are channels, redrawn at every position."""
+    require(model, "has_likelihood", "the prior replacement cost")
+    require(model, "variational", "the prior replacement cost")
+    device = _device(model)
+    if not has_unit_kl(model, *next(_batches(data, 1, device))):
+        raise ConfigError(f"the prior replacement cost redraws a unit from N(0, 1) and sets it beside the unit's KL; "
+                          f"{model.variant_name!r}'s prior or posterior has no per-unit KL (a mixture prior or a flow)")
+    model.eval()
+    generator = torch.Generator(device=device).manual_seed(seed)
+    shape = latent_shape(model)
+    units = shape[0]
+    kept, replaced, kl = 0.0, torch.zeros(units, dtype=torch.float64), torch.zeros(units, dtype=torch.float64)
+    for x, y in _batches(data, batch_size, device):
+        y = labels_for(model, y)
+        posterior = posterior_of(model, x, y)
+        z = posterior.sample(num_samples, generator=generator)
+        kept += float(likelihood_nll(model, x, z, y).double().mean(0).sum())
+        kl += unit_sum(latent_kl(model, posterior).double(), shape).sum(0).cpu()
+        for i in range(units):
+            swapped = z.clone()
+            swapped[:, :, i] = torch.randn(swapped[:, :, i].shape, device=device, dtype=z.dtype, generator=generator)
+            replaced[i] += float(likelihood_nll(model, x, swapped, y).double().mean(0).sum())
+    n = len(data)
+    gain = (replaced - kept) / n
+    change = gain - kl / n
+    return {"gain": gain.tolist(), "kl_per_latent": (kl / n).tolist(), "change": change.tolist(),
+            "costs_more": [i for i in range(units) if change[i] < 0], "num_samples": num_samples,
+            "unit": unit_name(shape)}
 
 
 def costly_latents(kl_per_latent: Sequence[float], gain_per_latent: Sequence[float]) -> list[int]:
