@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from zoo_wae import WAEVariant, imq_mmd
+from zoo_wae import WAEVariant
 
 from zoo.testing import VariantConformance
 
@@ -15,23 +15,19 @@ class TestWAE(VariantConformance):
         return WAEVariant()
 
 
-def test_imq_mmd_matches_the_u_statistic_written_out():
-    gen = torch.Generator().manual_seed(0)
-    z, p = torch.randn(6, 3, generator=gen), torch.randn(6, 3, generator=gen)
-    c = 2.0 * 3
-    k = lambda a, b: c / (c + ((a - b) ** 2).sum())  # noqa: E731
-    n = 6
-    zz = sum(k(z[i], z[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
-    pp = sum(k(p[i], p[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
-    zp = sum(k(z[i], p[j]) for i in range(n) for j in range(n)) / (n * n)
-    torch.testing.assert_close(imq_mmd(z, p), zz + pp - 2 * zp)
+def test_the_loss_is_reconstruction_plus_lambda_times_the_zoos_mmd():
+    from zoo.mmd import mmd2
 
-
-def test_mmd_is_small_for_prior_samples_and_large_for_shifted_codes():
-    gen = torch.Generator().manual_seed(1)
-    prior = torch.randn(400, 4, generator=gen)
-    assert abs(float(imq_mmd(torch.randn(400, 4, generator=gen), prior))) < 0.01
-    assert float(imq_mmd(torch.randn(400, 4, generator=gen) + 3.0, prior)) > 0.1
+    variant = WAEVariant()
+    model = variant.build(variant.tiny_config())
+    x = torch.rand(6, *model.config.input_shape, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(3)
+    out = variant.loss(model, x)
+    torch.manual_seed(3)
+    z = model.encode(x)
+    expected = mmd2(z, torch.randn_like(z), "imq", model.config.kernel_scale)
+    torch.testing.assert_close(out.terms["mmd"], expected)
+    torch.testing.assert_close(out.total, out.terms["reconstruction"] + model.config.mmd_weight * expected)
 
 
 def test_config_values_are_checked():

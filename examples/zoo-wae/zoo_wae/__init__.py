@@ -6,7 +6,8 @@ q(z) is pulled towards the prior p(z) = N(0, I) with a maximum mean discrepancy 
     L = mean_i ||x_i - f(g(x_i))||^2 + lambda * MMD_k(q(z), p(z)),
 
 with the inverse multiquadratic kernel k(a, b) = C / (C + ||a - b||^2), C = 2 * latent_dim * sigma^2,
-and the unbiased U-statistic estimate of MMD^2 over the batch. Sampling decodes prior draws.
+and the unbiased U-statistic estimate of MMD^2 over the batch (``zoo.mmd.mmd2``, the estimator the built-in
+``wae-mmd`` and ``info-vae`` use). Sampling decodes prior draws.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import Tensor
 import zoo
 from zoo.config import check_fields
 from zoo.losses import squared_error
+from zoo.mmd import mmd2
 from zoo.model import ZooModel
 from zoo.nets import Decoder, Encoder
 from zoo.variant import Batch, LossOutput, Variant, split_batch
@@ -69,21 +71,6 @@ class WAEModel(ZooModel):
         return self.decode(z)
 
 
-def imq_mmd(z: Tensor, z_prior: Tensor, scale: float = 1.0) -> Tensor:
-    """Unbiased MMD^2 estimate between two samples with the inverse multiquadratic kernel."""
-    n, d = z.shape
-    c = 2.0 * d * scale**2
-
-    def kernel(a: Tensor, b: Tensor) -> Tensor:
-        return c / (c + torch.cdist(a, b).pow(2))
-
-    off_diagonal = 1.0 - torch.eye(n, device=z.device, dtype=z.dtype)
-    k_zz = (kernel(z, z) * off_diagonal).sum() / (n * (n - 1))
-    k_pp = (kernel(z_prior, z_prior) * off_diagonal).sum() / (n * (n - 1))
-    k_zp = kernel(z, z_prior).mean()
-    return k_zz + k_pp - 2.0 * k_zp
-
-
 class WAEVariant(Variant):
     name = "wae"
     config_class = WAEConfig
@@ -97,7 +84,7 @@ class WAEVariant(Variant):
         x, _ = split_batch(batch)
         z = model.encode(x)
         recon = squared_error(model.decode(z), x).mean()
-        mmd = imq_mmd(z, torch.randn_like(z), model.config.kernel_scale)
+        mmd = mmd2(z, torch.randn_like(z), "imq", model.config.kernel_scale)
         return LossOutput(recon + model.config.mmd_weight * mmd, {"reconstruction": recon, "mmd": mmd})
 
 
