@@ -44,8 +44,6 @@ EXPECTED = {
                                   "the Gaussian"),
     "iaf-vae-mnist": ("below", "Kingma et al. 2016, MNIST experiments: IAF posteriors below the diagonal Gaussian"),
     "hvae-mnist": ("below", "Caterini et al. 2018, MNIST experiments: the HVAE below the VAE"),
-    "info-vae-mnist": ("either", "Zhao et al. 2019: InfoVAE aims at the aggregate posterior and the use of the latent, "
-                                 "not the likelihood"),
     "svae-mnist": ("either", "Davidson et al. 2018, MNIST: the S-VAE below the N-VAE at 10 latents and fewer, "
                              "above it at 20 and more; 16 lies between"),
 }

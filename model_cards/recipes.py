@@ -107,14 +107,6 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "sphere in R^16, a von Mises-Fisher posterior and the uniform prior; random shifts of up to 2 pixels as "
            "vae-mnist.",
            {"latent_dim": 16}, train={**MNIST_TRAIN, "max_shift": 2}),
-    Recipe("info-vae-mnist", "info-vae", "InfoVAE-MMD (Zhao et al. 2019) on vae-mnist's MLP (16 latents): alpha = 0, "
-           "lambda = 1000, so the loss is the negative ELBO plus 999 x the IMQ-kernel MMD between the batch's codes "
-           "and prior draws; random shifts of up to 2 pixels as vae-mnist.",
-           {"latent_dim": 16, "alpha": 0.0, "info_lambda": 1000.0}, train={**MNIST_TRAIN, "max_shift": 2}),
-    Recipe("wae-mmd-mnist", "wae-mmd", "Wasserstein autoencoder (WAE-MMD, Tolstikhin et al. 2018): deterministic MLP "
-           "encoder to 8 latents, squared-error reconstruction, lambda = 10 x the IMQ-kernel MMD to N(0, I) draws (the "
-           "paper's MNIST settings); no augmentation, so samples are judged against the data as they are.",
-           {"latent_dim": 8, "mmd_weight": 10.0}, train=MNIST_TRAIN),
     Recipe("vae-mnist-2d", "vae", "MLP VAE with a 2-d latent space, for manifold pictures.",
            {"latent_dim": 2}, train=MNIST_TRAIN),
     Recipe("vae-gan-mnist", "vae-gan",
