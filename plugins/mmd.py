@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from zoo_plugins.autoencoders import Autoencoder, AutoencoderConfig, AutoencoderVariant
+from zoo_plugins.vae import VAEConfig, VAEVariant
 
 import zoo
 from zoo.config import check_fields
@@ -26,8 +28,6 @@ from zoo.distributions import generator_kwargs
 from zoo.errors import ConfigError
 from zoo.mmd import KERNELS, mmd2
 from zoo.variant import Batch, LossOutput, split_batch
-from zoo_plugins.autoencoders import Autoencoder, AutoencoderConfig, AutoencoderVariant
-from zoo_plugins.vae import VAEConfig, VAEVariant
 
 
 def check_kernel(kernel: str) -> None:
