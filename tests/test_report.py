@@ -10,8 +10,8 @@ import torch
 import zoo
 from zoo.cli import main
 from zoo.data import load_dataset
-from zoo.metrics import prior_replacement_cost, reconstruction_gain
-from zoo.report import write_report
+from zoo.metrics import reconstruction_gain
+from zoo.report import exact_unit_cost, write_report
 
 
 def test_cli_report_for_a_2d_vae_has_manifold_bars_and_the_flagged_latents(tmp_path, capsys):
@@ -31,7 +31,8 @@ def test_cli_report_for_a_2d_vae_has_manifold_bars_and_the_flagged_latents(tmp_p
     assert [i for i, r in enumerate(rows) if r[3] == "yes"] == gain["below_kl"]
     for (_, kl, g, _), kl_ref, g_ref in zip(rows, gain["kl_per_latent"], gain["gain"], strict=True):
         assert abs(float(kl) - kl_ref) < 1e-3 and abs(float(g) - g_ref) < 1e-3
-    exact = prior_replacement_cost(zoo.load("vae-mnist-2d"), load_dataset("mnist", "test"), num_samples=5)
+    exact = exact_unit_cost(zoo.load("vae-mnist-2d"), load_dataset("mnist", "test"))
+    assert exact["examples"] == 500 and "exact gain (2 draws, 500 examples)" in text
     exact_rows = re.findall(r"^\| \d+ \| [-\d.]+ \| [-\d.]+ \| (?:yes)? \| ([-\d.]+) \| (yes)? \|", text, flags=re.M)
     assert [float(e) for e, _ in exact_rows] == pytest.approx(exact["gain"], abs=1e-3)
     assert [i for i, (_, flag) in enumerate(exact_rows) if flag] == exact["costs_more"]
