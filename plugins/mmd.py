@@ -30,6 +30,14 @@ from zoo.mmd import KERNELS, mmd2
 from zoo.variant import Batch, LossOutput, split_batch
 
 
+def prior_mmd(codes: Tensor, kernel: str, scale: float) -> Tensor:
+    """MMD^2 between a batch's codes (n, d) and as many N(0, I) draws; 0 for a batch of one code, whose
+    U-statistic is undefined (a one-example validation batch then scores its reconstruction alone)."""
+    if len(codes) < 2:
+        return codes.new_zeros(())
+    return mmd2(codes, torch.randn_like(codes), kernel, scale)
+
+
 def check_kernel(kernel: str) -> None:
     if kernel not in KERNELS:
         raise ConfigError(f"kernel must be one of {', '.join(KERNELS)}, not {kernel!r}")
@@ -78,7 +86,7 @@ class WAEVariant(AutoencoderVariant):
         code = model.code(x)
         recon = model.reconstruction_nll(x, code).mean()
         cfg = model.config
-        mmd = mmd2(code, torch.randn_like(code), cfg.kernel, cfg.kernel_scale)
+        mmd = prior_mmd(code, cfg.kernel, cfg.kernel_scale)
         return LossOutput(recon + cfg.mmd_weight * mmd, {"reconstruction": recon, "mmd": mmd})
 
 
@@ -116,7 +124,7 @@ class InfoVAEVariant(VAEVariant):
         z = posterior.sample()
         recon = model.reconstruction_nll(x, z, y).mean()
         kl = model.example_kl(posterior).mean()
-        mmd = mmd2(z, torch.randn_like(z), cfg.kernel, cfg.kernel_scale)
+        mmd = prior_mmd(z, cfg.kernel, cfg.kernel_scale)
         total = recon + (1 - cfg.alpha) * kl + (cfg.alpha + cfg.info_lambda - 1) * mmd
         return LossOutput(total, {"reconstruction": recon, "kl": kl, "mmd": mmd, "neg_elbo": recon + kl})
 

@@ -79,6 +79,14 @@ def test_info_vae_weighs_kl_and_mmd_apart_and_alpha_0_lambda_1_is_the_vae():
     assert_close(info.total, vae.loss(model, x).total)
 
 
+@pytest.mark.parametrize("name", ["wae-mmd", "info-vae"])
+def test_a_batch_of_one_scores_its_reconstruction_alone(name):
+    variant = zoo.get_variant(name)
+    model = variant.build(variant.tiny_config())
+    out = variant.loss(model, torch.rand(1, 1, 8, 8))
+    assert float(out.terms["mmd"]) == 0.0 and torch.isfinite(out.total)
+
+
 def test_info_vae_refuses_negative_weights():
     with pytest.raises(ConfigError, match="alpha <= 1 and alpha \\+ lambda >= 1"):
         zoo.get_variant("info-vae").make_config(alpha=0.0, info_lambda=0.5)
