@@ -18,7 +18,7 @@ radial parameters are shared by all examples (as pythae's VAE_LinNF has them); t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -37,6 +37,7 @@ FLOWS = ("planar", "radial", "iaf")
 class FlowVAEConfig(VAEConfig):
     """A VAE whose posterior is a diagonal Gaussian followed by ``flow_length`` transforms of kind ``flow``."""
 
+    flat_latent_only: ClassVar[str] = "flow posteriors transform flat latents"
     flow: str = "planar"
     flow_length: int = 10
     #: IAF: hidden layers of each step's MADE network, and the size of the context h the encoder outputs.
@@ -48,8 +49,6 @@ class FlowVAEConfig(VAEConfig):
         check_fields(self, positive=("flow_length", "iaf_hidden_dims", "iaf_context_dim"))
         if self.flow not in FLOWS:
             raise ConfigError(f"flow must be one of {', '.join(FLOWS)}, not {self.flow!r}")
-        if self.latent_channels:
-            raise ConfigError("flow posteriors transform flat latents: set latent_channels=0")
         if self.flow == "iaf" and self.latent_dim < 2:
             raise ConfigError("an autoregressive flow needs latent_dim >= 2")
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +40,7 @@ from zoo.errors import ConfigError
 
 @dataclass
 class HVAEConfig(VAEConfig):
+    flat_latent_only: ClassVar[str] = "the Hamiltonian VAE moves a flat latent"
     #: K, the tempered leapfrog steps.
     leapfrog_steps: int = 3
     #: Initial leapfrog step size eps (learned, one per latent).
@@ -53,8 +54,6 @@ class HVAEConfig(VAEConfig):
         if not self.beta_zero < 1:
             raise ConfigError(f"beta_zero is the initial inverse temperature and must lie in (0, 1), "
                               f"got {self.beta_zero}")
-        if self.latent_channels:
-            raise ConfigError("the Hamiltonian VAE moves a flat latent: set latent_channels=0")
 
 
 def tempering(beta_zero: Tensor, steps: int) -> list[Tensor]:

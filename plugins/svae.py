@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -147,11 +147,10 @@ class VonMisesFisher(Posterior):
 class SVAEConfig(VAEConfig):
     """latent_dim is m: codes lie on the unit sphere S^{m-1} in R^m."""
 
+    flat_latent_only: ClassVar[str] = "the hyperspherical latent is a flat vector"
     def __post_init__(self) -> None:
         super().__post_init__()
         check_fields(self, positive=("latent_dim",))
-        if self.latent_channels:
-            raise ConfigError("the hyperspherical latent is a flat vector: set latent_channels=0")
         if self.latent_dim < 2:
             raise ConfigError(f"a sphere S^(m-1) needs latent_dim m >= 2, got {self.latent_dim}")
 

@@ -11,7 +11,7 @@ architecture) a spatial grid (latent_channels, H / 2^L, W / 2^L) as the VAEs of 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -46,9 +46,15 @@ class VAEConfig:
     #: channels at the conv trunk's resolution (latent_dim is then not used).
     latent_channels: int = 0
 
+    #: Families whose latent must be flat (a mixture prior, a flow, codes on a sphere) say why here; a spatial
+    #: latent (latent_channels > 0) is then refused with that reason.
+    flat_latent_only: ClassVar[str] = ""
+
     def __post_init__(self) -> None:
         check_fields(self, positive=("input_shape", "latent_dim", "hidden_dims", "decoder_std", "mc_samples"),
                      non_negative=("num_classes", "latent_channels"))
+        if self.latent_channels and self.flat_latent_only:
+            raise ConfigError(f"{self.flat_latent_only}: set latent_channels=0")
         if self.latent_channels and self.architecture != "conv":
             raise ConfigError(f"a spatial latent (latent_channels={self.latent_channels}) needs architecture='conv', "
                               f"not {self.architecture!r}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -23,11 +23,11 @@ from zoo_plugins.vae import MONTE_CARLO_KL, VAEConfig, VAEModel, VAEVariant
 import zoo
 from zoo.config import check_fields
 from zoo.distributions import DiagonalGaussian, Posterior, generator_kwargs
-from zoo.errors import ConfigError
 
 
 @dataclass
 class VampVAEConfig(VAEConfig):
+    flat_latent_only: ClassVar[str] = "the VampPrior is a mixture over flat latents"
     #: K, the pseudo-inputs (mixture components of the prior). The paper uses 500 for MNIST; fewer make the
     #: prior, the importance-sampled NLL and sampling cheaper.
     num_pseudo_inputs: int = 500
@@ -37,8 +37,6 @@ class VampVAEConfig(VAEConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_fields(self, positive=("num_pseudo_inputs",), non_negative=("pseudo_input_std",))
-        if self.latent_channels:
-            raise ConfigError("the VampPrior is a mixture over flat latents: set latent_channels=0")
 
 
 def mixture_log_prob(z: Tensor, means: Tensor, logvars: Tensor) -> Tensor:

@@ -349,3 +349,10 @@ def test_hvae_posterior_answers_without_autograd_and_in_inference_mode():
     assert_close(again[0], drawn[0])
     assert_close(again[1], drawn[1])
     assert (plain - model.encode(x).base.mean.detach()).abs().max() > 1e-4  # the dynamics moved the mean
+
+
+@pytest.mark.parametrize("name", ["vamp-vae", "planar-vae", "iaf-vae", "hvae", "svae", "info-vae"])
+def test_families_of_flat_latents_refuse_a_spatial_one_saying_why(name):
+    with pytest.raises(ConfigError, match="flat.*: set latent_channels=0"):
+        zoo.get_variant(name).make_config(architecture="conv", latent_channels=4)
+    assert "flat_latent_only" not in zoo.get_variant(name).config_to_json(zoo.get_variant(name).default_config())
