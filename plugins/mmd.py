@@ -26,7 +26,7 @@ import zoo
 from zoo.config import check_fields
 from zoo.distributions import generator_kwargs
 from zoo.errors import ConfigError
-from zoo.mmd import KERNELS, mmd2
+from zoo.mmd import check_kernel, mmd2
 from zoo.variant import Batch, LossOutput, split_batch
 
 
@@ -36,11 +36,6 @@ def prior_mmd(codes: Tensor, kernel: str, scale: float) -> Tensor:
     if len(codes) < 2:
         return codes.new_zeros(())
     return mmd2(codes, torch.randn_like(codes), kernel, scale)
-
-
-def check_kernel(kernel: str) -> None:
-    if kernel not in KERNELS:
-        raise ConfigError(f"kernel must be one of {', '.join(KERNELS)}, not {kernel!r}")
 
 
 @dataclass

@@ -90,3 +90,10 @@ def test_a_batch_of_one_scores_its_reconstruction_alone(name):
 def test_info_vae_refuses_negative_weights():
     with pytest.raises(ConfigError, match="alpha <= 1 and alpha \\+ lambda >= 1"):
         zoo.get_variant("info-vae").make_config(alpha=0.0, info_lambda=0.5)
+
+
+def test_an_unknown_kernel_is_refused_with_the_known_ones():
+    with pytest.raises(ConfigError, match="kernel must be one of imq, rbf, not 'laplace'"):
+        zoo.get_variant("wae-mmd").make_config(kernel="laplace")
+    with pytest.raises(ConfigError, match="not 'laplace'"):
+        mmd2(torch.randn(3, 2), torch.randn(3, 2), "laplace")

@@ -20,13 +20,20 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from zoo.errors import ConfigError
+
 KERNELS = ("imq", "rbf")
+
+
+def check_kernel(kernel: str) -> None:
+    """A ConfigError unless ``kernel`` is one of :data:`KERNELS` (configs check it when they are made)."""
+    if kernel not in KERNELS:
+        raise ConfigError(f"kernel must be one of {', '.join(KERNELS)}, not {kernel!r}")
 
 
 def kernel_matrix(a: Tensor, b: Tensor, kernel: str = "imq", scale: float = 1.0) -> Tensor:
     """k(a_i, b_j) for codes a (n, d) and b (m, d): (n, m)."""
-    if kernel not in KERNELS:
-        raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, not {kernel!r}")
+    check_kernel(kernel)
     c = 2.0 * a.shape[-1] * scale ** 2
     squared = torch.cdist(a, b).pow(2)
     return c / (c + squared) if kernel == "imq" else torch.exp(-squared / c)
