@@ -33,8 +33,9 @@ KL_NOTE = (" This gain is a proxy, at the posterior mean. The exact cost of a la
            " back.")
 
 
-def _picture_rows(model: nn.Module, data: TensorData, out: Path) -> list[tuple[str, str]]:
-    """Draw every picture that applies; (file name, caption) for each."""
+def _picture_rows(model: nn.Module, data: TensorData, out: Path, per_unit_kl: bool) -> list[tuple[str, str]]:
+    """Draw every picture that applies; (file name, caption) for each. ``per_unit_kl``: the model has a per-unit
+    KL, by which the traversals are ordered (:func:`_per_unit_kl`, asked once by the caller)."""
     from zoo import pictures as pic
 
     classes = model.num_classes if has(model, "conditional") else 0
@@ -67,7 +68,7 @@ def _picture_rows(model: nn.Module, data: TensorData, out: Path) -> list[tuple[s
     unit = unit_name(shape)
     where = f" at grid position {pic.default_position(shape)}" if is_spatial(shape) else ""
     grid(images, "traversals.png", 9, f"traversals of one {unit} per row{where} ({unit}s {order}, "
-         f"{'most KL' if _per_unit_kl(model, data) else 'largest code variance'} first)")
+         f"{'most KL' if per_unit_kl else 'largest code variance'} first)")
     if shape == (2,):
         grid(pic.manifold(model, 20, y=0 if classes else None), "manifold.png", 20,
              "decoded 2-D latent grid (inverse normal CDF of evenly spaced quantiles)"
@@ -95,7 +96,7 @@ def write_report(model: nn.Module, data: TensorData, out: str | Path, *, title: 
     variational = _per_unit_kl(model, data)
     if metrics is None:
         metrics = evaluate(model, data, nll_samples=nll_samples, dataset=dataset)
-    pictures = _picture_rows(model, data, out)
+    pictures = _picture_rows(model, data, out, variational)
     unit = unit_name(latent_shape(model))
     gain = (reconstruction_gain(model, data, replace_with="prior" if variational else "marginal")
             if has(model, "has_likelihood") else None)

@@ -88,6 +88,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from zoo.contract import latent_kl
 from zoo.data import TensorData
 from zoo.distributions import Posterior, QuantizedCode, as_posterior
 from zoo.errors import ConfigError
@@ -372,7 +373,7 @@ class VariantConformance:
             if variant.variational:
                 assert posterior.has_density, (f"{variant.name} declares variational, but its posterior "
                                                f"{type(posterior).__name__} has no density (kl, log_prob)")
-                kl = model.latent_kl(posterior) if hasattr(model, "latent_kl") else posterior.kl()
+                kl = latent_kl(model, posterior)
                 if kl is not None:  # None: no closed form (mixture prior, flow posterior), estimated by Monte Carlo
                     assert tuple(kl.shape) == (batch_size, *latent) and torch.isfinite(kl).all(), (
                         f"{variant.name}: latent_kl(posterior) must be finite, per latent element "
