@@ -92,7 +92,8 @@ CONDITIONAL_NAMES = {
     "nll_stderr": "standard error of the conditional NLL over test examples",
     "nll_marginal": "marginal NLL -log p(x) = -log (1/C) sum_y p(x|y), uniform p(y) (nats; each p(x|y) "
                     "importance sampled with K / C = 100 samples, 1000 in all)",
-    "neg_elbo": "negative ELBO of log p(x|y) at the true label (nats; 10 samples of z per example)",
+    "neg_elbo": "negative ELBO of log p(x|y) at the true label (nats; samples of z per example: 10, or as the eval "
+                "command's --elbo-samples)",
 }
 
 
