@@ -19,7 +19,7 @@ import zoo
 from zoo.checkpointing import STATE_NAME
 from zoo.data import load_dataset
 from zoo.errors import CheckpointError
-from zoo.outputs import LOCK_NAME
+from zoo.outputs import LOCK_NAME, TEMPORARY
 
 SETTINGS = dict(batch_size=64, lr=1e-3, seed=3, progress=False, device="cpu", max_shift=1)
 
@@ -128,7 +128,8 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_same_weights(tmp_path):
     assert_same(a, b)
     # A kill can land during a checkpoint write: only a temporary file may remain, never a torn checkpoint;
     # the resumed run removed it, and its lock file (the killed run's stays behind; the kernel freed the lock).
-    assert all(name.startswith(f".{STATE_NAME}.") for name in leftovers)
+    # (ours, .NAME.XXXXXXXX.tmp, or the one safetensors writes inside it, .tmpXXXXXX: zoo.outputs.TEMPORARY)
+    assert all(TEMPORARY.match(name) for name in leftovers), leftovers
     assert sorted(p.name for p in state.parent.iterdir()) == [STATE_NAME]
 
 
