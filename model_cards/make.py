@@ -14,6 +14,7 @@ import json
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from zoo_model_cards.recipes import RECIPES, Recipe
@@ -56,6 +57,7 @@ def make(recipe: Recipe, out_root: Path = HERE, progress: bool = True,
     model.cpu().eval()
     if recipe.fit_scaling_factor:
         model.fit_scaling_factor(fit.x)
+    fit_samplers(model, recipe, fit)
     metrics = evaluate(model, test, nll_samples=recipe.nll_samples, dataset=recipe.dataset,
                        elbo_samples=recipe.elbo_samples)
     training = {
@@ -73,6 +75,26 @@ def make(recipe: Recipe, out_root: Path = HERE, progress: bool = True,
     model.save_pretrained(folder, card=card_for(recipe, model, metrics, training))
     add_samples(folder)
     write_reference(model, test, recipe.name, references)
+    return metrics
+
+
+def fit_samplers(model: torch.nn.Module, recipe: Recipe, fit: Any) -> None:
+    """Fit the recipe's ex-post samplers to the codes of the training rows (seed 0)."""
+    for name, settings in recipe.samplers.items():
+        model.fit_sampler(name, fit, seed=0, data_label=f"{recipe.dataset} `fit` split", **settings)
+
+
+def refit_samplers(recipe: Recipe, out_root: Path = HERE) -> dict[str, float]:
+    """Fit the recipe's samplers to a bundled checkpoint's codes (its network weights stay as they are), save it
+    and rewrite its card with fresh numbers, keeping what its training run recorded."""
+    folder = out_root / recipe.name
+    model = zoo.load(f"local-dir:{folder}")
+    fit_samplers(model, recipe, load_dataset(recipe.dataset, "fit"))
+    metrics = evaluate(model, load_dataset(recipe.dataset, "test"), nll_samples=recipe.nll_samples,
+                       dataset=recipe.dataset, elbo_samples=recipe.elbo_samples)
+    training = training_section((folder / "README.md").read_text())
+    model.save_pretrained(folder, card=card_for(recipe, model, metrics, training))
+    add_samples(folder)
     return metrics
 
 
@@ -191,6 +213,9 @@ def main() -> None:
                         help="only re-evaluate the bundled weights and rewrite the card (no training)")
     parser.add_argument("--samples-only", action="store_true",
                         help="only (re)draw samples.png of the bundled weights and show it on the card")
+    parser.add_argument("--samplers-only", action="store_true",
+                        help="only fit the recipe's ex-post samplers to the bundled weights' codes, save them with "
+                             "the model and rewrite the card")
     args = parser.parse_args()
     names = list(RECIPES) if args.all else args.names
     for name in names:
@@ -198,6 +223,9 @@ def main() -> None:
             raise SystemExit(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
         if args.samples_only:
             print(add_samples(HERE / name))
+            continue
+        if args.samplers_only:
+            print(name, refit_samplers(RECIPES[name]), flush=True)
             continue
         if args.card_only:
             print(name, refresh_card(RECIPES[name]), flush=True)

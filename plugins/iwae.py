@@ -30,8 +30,7 @@ from zoo.config import check_fields
 from zoo.data import TensorData
 from zoo.errors import ConfigError
 from zoo.metrics import importance_sampled_nll
-from zoo.stepping import step_context
-from zoo.variant import Batch, LossOutput, split_batch
+from zoo.variant import Batch, LossOutput, split_batch, step_per_objective
 
 BOUNDS = ("iwae", "miwae", "ciwae", "piwae")
 #: Entries of :meth:`IWAEVariant.objectives` that are objectives, not terms to report.
@@ -119,17 +118,9 @@ class IWAEVariant(VAEVariant):
         """The default step, except PIWAE: encoder gradients from MIWAE, decoder gradients from IWAE_{MK}."""
         if model.config.bound != "piwae":
             return super().train_step(model, batch, optimizers, step=step)
-        ctx = step_context()
-        (optimizer,) = optimizers.values()
-        with ctx.autocast():
-            terms = self.objectives(model, batch)
-        out = LossOutput(terms["objective"], {k: v for k, v in terms.items() if k not in PIWAE_PARTS})
-        ctx.ensure_finite(out, step)
-        optimizer.zero_grad(set_to_none=True)
-        ctx.backward_per_objective([(terms["encoder"], list(model.encoder.parameters())),
-                                    (terms["decoder"], list(model.decoder.parameters()))])
-        ctx.step(optimizer)
-        return out.detached()
+        routes = [("encoder", list(model.encoder.parameters())), ("decoder", list(model.decoder.parameters()))]
+        terms = step_per_objective(lambda: self.objectives(model, batch), routes, optimizers.values(), step)
+        return {"loss": terms["objective"], **{k: v for k, v in terms.items() if k not in PIWAE_PARTS}}
 
     def metrics(self, model: VAEModel, data: TensorData, *, seed: int = 0) -> dict[str, float]:
         """The IWAE bound at the training K: the importance-sampled estimate of log p(x) with that many samples."""

@@ -30,8 +30,7 @@ import zoo
 from zoo.config import check_fields
 from zoo.errors import ConfigError
 from zoo.nets import Discriminator
-from zoo.stepping import step_context
-from zoo.variant import Batch, LossOutput, make_adam, split_batch
+from zoo.variant import Batch, LossOutput, make_adam, split_batch, step_per_objective
 
 
 @dataclass
@@ -136,18 +135,12 @@ class VAEGANVariant(VAEVariant):
 
     def train_step(self, model: VAEGANModel, batch: Batch, optimizers: dict[str, torch.optim.Optimizer],
                    *, step: int) -> dict[str, Tensor]:
-        ctx = step_context()
-        with ctx.autocast():
-            terms = self.objectives(model, batch)
-        out = LossOutput(terms["encoder"] + terms["discriminator"], {})
-        ctx.ensure_finite(out, step)
         nets = self.networks(model)
-        ctx.backward_per_objective([(terms[name], list(net.parameters())) for name, net in nets.items()])
-        for name in nets:
-            ctx.step(optimizers[name])
-        return {"loss": terms["encoder"].detach(), "prior": terms["prior"].detach(),
-                "llike": terms["llike"].detach(), "gan": terms["gan"].detach(),
-                "discriminator": terms["discriminator"].detach(), "vae_loss": terms["encoder"].detach()}
+        terms = step_per_objective(lambda: self.objectives(model, batch),
+                                   [(name, list(net.parameters())) for name, net in nets.items()],
+                                   [optimizers[name] for name in nets], step)
+        return {"loss": terms["encoder"], "prior": terms["prior"], "llike": terms["llike"], "gan": terms["gan"],
+                "discriminator": terms["discriminator"], "vae_loss": terms["encoder"]}
 
 
 @zoo.hookimpl

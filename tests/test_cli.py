@@ -126,7 +126,7 @@ def test_info_of_a_misspelled_variant_suggests_the_name() -> None:
     code, stdout, stderr = run(["info", "vea"])
     assert code == 2
     assert stdout == ""
-    assert stderr.startswith("zoo: error: unknown variant or checkpoint name 'vea'.")
+    assert stderr.startswith("zoo: error: unknown variant, checkpoint or sampler name 'vea'.")
     match = re.search(r"did you mean: ([^?]*)\?", stderr, re.I)
     assert match and "vae" in [s.strip() for s in match.group(1).split(",")]
 

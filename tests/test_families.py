@@ -215,8 +215,8 @@ def test_families_page_compares_each_family_with_the_vae_on_the_same_digits(tmp_
     assert verdict(1.0, 0.4, "either") == "higher" and verdict(0.1, 0.4, "either") == "no difference"
     out = tmp_path / "families.md"
     out.write_text("old\n<!-- discussion -->\n## Why\n\nkept by hand\n<!-- /discussion -->\n")
-    main(["--out", str(out), "--only", "vae-mnist", "iwae-mnist", "cvae-mnist", "--nll-samples", "20",
-          "--examples", "40"])
+    main(["--out", str(out), "--only", "vae-mnist", "iwae-mnist", "cvae-mnist", "vae-dsprites", "beta-vae-dsprites",
+          "beta-tcvae-dsprites", "--nll-samples", "20", "--examples", "40"])
     text = out.read_text()
     rows = {line.split(" | ")[0].strip("| `"): line for line in text.splitlines() if line.startswith("| `")}
     assert {"vae-mnist", "iwae-mnist", "cvae-mnist"} <= set(rows)
@@ -224,6 +224,25 @@ def test_families_page_compares_each_family_with_the_vae_on_the_same_digits(tmp_
     comparison = [line for line in text.splitlines() if line.startswith("| `iwae-mnist` | Burda")]
     assert len(comparison) == 1 and any(f"**{v}**" in comparison[0] for v in ("agrees", "disagrees", "undecided"))
     assert "kept by hand" in text and "40 test digits" in text and text.count("<!-- discussion -->") == 1
+    dsprites = text.split("## The disentangling families side by side (dSprites)")[1].split("<!-- discussion -->")[0]
+    assert {"vae-dsprites", "beta-vae-dsprites", "beta-tcvae-dsprites"} <= set(rows)
+    finding = [line for line in dsprites.splitlines() if line.startswith("- `beta-tcvae-dsprites`")]
+    assert len(finding) == 1 and "`beta-vae-dsprites`'s" in finding[0] and "`vae-dsprites`'s" in finding[0]
+
+
+def test_the_kl_split_of_each_dsprites_card_sums_to_its_kl():
+    """Chen et al.'s three terms, measured on the test images, add up to the card's closed-form KL up to the
+    Monte Carlo noise of one draw per image."""
+    from zoo_model_cards.families import measure_dsprites
+
+    from zoo.data import load_dataset
+
+    images = load_dataset("dsprites", "test").x
+    for name in ("vae-dsprites", "beta-tcvae-dsprites", "factor-vae-dsprites"):
+        row = measure_dsprites(name, images)
+        split = row["mutual_information"] + row["total_correlation"] + row["dimension_kl"]
+        assert split == pytest.approx(row["card"]["kl"], abs=0.5), name
+        assert row["total_correlation"] > 0 and row["mutual_information"] > 0
 
 
 # -- Hamiltonian VAE ---------------------------------------------------------------------------------------

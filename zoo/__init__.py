@@ -36,6 +36,8 @@ _LAZY = {
     "get_checkpoint": "zoo.registry",
     "load": "zoo.registry",
     "from_pretrained": "zoo.registry",
+    "list_samplers": "zoo.samplers",
+    "get_sampler": "zoo.samplers",
     "train": "zoo.training",
     "Trainer": "zoo.training",
     "TrainConfig": "zoo.training",
@@ -64,6 +66,7 @@ if TYPE_CHECKING:
         list_variants,
         load,
     )
+    from zoo.samplers import get_sampler, list_samplers
     from zoo.training import TrainConfig, Trainer, train
     from zoo.variant import LossOutput, Variant
 

@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from zoo.losses import REDUCTION
+from zoo.samplers import network_parameters
 
 
 def render_card(model: nn.Module, *, title: str, summary: str, dataset: str, command: str,
@@ -21,7 +22,7 @@ def render_card(model: nn.Module, *, title: str, summary: str, dataset: str, com
     data = ModelCardData(library_name="ae-zoo", license="mit", base_model=base_model,
                          tags=["autoencoder", model.variant_name, "pytorch", "ae-zoo"],
                          datasets=[dataset] if dataset else None)
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = network_parameters(model)
     rows = "\n".join(f"| {name} | {value:.4f} |" for name, value in metrics.items())
     settings = "\n".join(f"- `{k}`: {v}" for k, v in training.items())
     return f"""---
@@ -105,7 +106,19 @@ def metric_names(model: nn.Module) -> dict[str, str]:
     names = {**METRIC_NAMES, **variant.metric_names}
     if variant.conditional:
         names.update(CONDITIONAL_NAMES)
+    for name in getattr(model, "samplers", {}):
+        key = sampler_metric_prefix(name)
+        names[f"{key}_fcd"] = (f"Frechet classifier distance of 5,000 samples through the {name!r} ex-post sampler "
+                               f"(model.sample(n, sampler={name!r})) to the test images")
+        names[f"{key}_confidence"] = f"the classifier's mean top-class probability on those {name!r} samples"
+        names[f"{key}_code_nll"] = (f"-log density of the test images' codes under the {name!r} sampler (nats per "
+                                    f"code; how well it fits codes it was not fitted to)")
     return names
+
+
+def sampler_metric_prefix(name: str) -> str:
+    """The prefix of a fitted sampler's metrics on cards: ``sampler_`` and its name in snake case."""
+    return "sampler_" + name.replace("-", "_")
 
 
 def checkpoint_card(model: nn.Module, *, name: str, summary: str, dataset: str, dataset_label: str,
@@ -115,7 +128,7 @@ def checkpoint_card(model: nn.Module, *, name: str, summary: str, dataset: str, 
     from huggingface_hub import EvalResult, ModelCardData
 
     from zoo.evaluation import CARD_TOLERANCE
-    from zoo.folder import zoo_version
+    from zoo.folder import samplers_section, zoo_version
 
     names = metric_names(model)
     results = [EvalResult(task_type="image-generation", dataset_type=dataset, dataset_name=dataset_label,
@@ -124,7 +137,7 @@ def checkpoint_card(model: nn.Module, *, name: str, summary: str, dataset: str, 
                for key, value in metrics.items()]
     data = ModelCardData(library_name="ae-zoo", license="mit", model_name=name, datasets=[dataset],
                          tags=["autoencoder", model.variant_name, "pytorch", "ae-zoo"], eval_results=results)
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = network_parameters(model)
     rows = "\n".join(f"| {names.get(k, k)} | {v:.4f} |" if isinstance(v, float) else
                      f"| {names.get(k, k)} | {v} |" for k, v in metrics.items())
     settings = "\n".join(f"- {k}: {v}" for k, v in training.items())
@@ -153,7 +166,7 @@ Loss convention: {REDUCTION} (every term summed over one example's dimensions, a
 ## Training
 
 {settings}
-
+{samplers_section(model)}
 Made with ae-zoo {zoo_version()} by
 
 ```

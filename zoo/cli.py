@@ -1,9 +1,10 @@
-"""The ``zoo`` command: list, info, plugins, train, eval, push, fetch, sample, experiment, explore."""
+"""The ``zoo`` command: list, info, plugins, train, eval, push, fetch, sample, fit-sampler, experiment, explore."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import fnmatch
 import json
 import math
 import shlex
@@ -174,9 +175,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a saved folder or a checkpoint name")
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--label", type=int, default=None, help="class to generate (conditional models)")
+    p.add_argument("--sampler", default=None, help="decode draws of this fitted ex-post sampler instead of the prior "
+                                                   "(e.g. gmm; fit one with `zoo fit-sampler`)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("samples.png"))
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("fit-sampler", help="fit an ex-post sampler to a model's codes and save the model with it")
+    p.add_argument("model", help="a saved folder or a checkpoint name")
+    p.add_argument("sampler", help="gaussian, gmm, flow, two-stage, or a plugin's (`zoo list` shows them)")
+    p.add_argument("--data", default="mnist", help="whose codes to fit: a dataset name (its train split) or an image "
+                                                   "folder")
+    p.add_argument("--out", required=True, type=Path, help="folder to save the model with its fitted sampler")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="sampler setting, repeatable, e.g. --set num_components=20")
+    p.set_defaults(func=cmd_fit_sampler)
 
     p = sub.add_parser("experiment", help="rerun one of the lecture's claims as a measured experiment")
     p.add_argument("name", help="an experiment name, 'all', or 'list'")
@@ -220,6 +234,12 @@ def cmd_list(args: argparse.Namespace) -> None:
         size = (f"{weights.stat().st_size / 1e6:.1f} MB" if weights and weights.is_file()
                 else f"on the Hub ({ref.hub_repo})" if ref.hub_repo else "bundled folder missing")
         print(f"  {name:<{width}}  variant={ref.variant}  dataset={ref.dataset or '-'}  {size}  {ref.headline_metric}")
+    samplers = fnmatch.filter(list(registry.samplers), args.pattern) if args.pattern else list(registry.samplers)
+    print("Ex-post samplers (zoo fit-sampler; model.sample(n, sampler=NAME)):" if samplers else
+          "Ex-post samplers: (none registered)")
+    width = max((len(n) for n in samplers), default=4)
+    for name in samplers:
+        print(f"  {name:<{width}}  {registry.samplers[name].description}  [{registry.sampler_plugin[name]}]")
     if registry.failures:
         print(f"{len(registry.failures)} plugin(s) failed to load: run `zoo plugins` for details.")
 
@@ -238,8 +258,17 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(card.read_text() if card and card.exists()
               else json.dumps(dataclasses.asdict(ref), default=str))
         return
+    if args.name in registry.samplers:
+        sampler = registry.samplers[args.name]
+        print(f"{sampler.name}: {sampler.description}")
+        print(f"plugin: {registry.sampler_plugin[sampler.name]}; an ex-post sampler (zoo fit-sampler MODEL "
+              f"{sampler.name} --out DIR)")
+        print("default settings (override with model.fit_sampler(name, data, key=value) or --set key=value):")
+        print(json.dumps(config_to_dict(sampler.config_class()), indent=2))
+        return
     if args.name not in registry.variants:
-        raise UnknownNameError("variant or checkpoint name", args.name, [*registry.variants, *registry.checkpoints],
+        raise UnknownNameError("variant, checkpoint or sampler name", args.name,
+                               [*registry.variants, *registry.checkpoints, *registry.samplers],
                                "Run `zoo list` to see them.")
     variant = get_variant(args.name)
     plugin = registry.variant_plugin[variant.name]
@@ -261,7 +290,8 @@ def cmd_plugins(args: argparse.Namespace) -> None:
         return
     for p in registry.plugins:
         print(f"{p.name}  ({origin(p.distribution, p.version)}, {p.module})")
-        print(f"    variants: {', '.join(p.variants) or '-'}; checkpoints: {', '.join(p.checkpoints) or '-'}")
+        print(f"    variants: {', '.join(p.variants) or '-'}; checkpoints: {', '.join(p.checkpoints) or '-'}; "
+              f"samplers: {', '.join(p.samplers) or '-'}")
     for f in registry.failures:
         print(f"FAILED {f.name}  ({origin(f.distribution, f.version)}): {f.error}")
 
@@ -477,6 +507,12 @@ def cmd_sample(args: argparse.Namespace) -> None:
         raise ZooError(f"--seed must be an integer from 0 to 2**63 - 1, got {args.seed}")
     model = load_any(args.model)
     variant = get_variant(model.variant_name)
+    if args.sampler is not None:
+        if args.label is not None:
+            raise ZooError(f"--sampler {args.sampler} draws codes without labels: drop --label")
+        images = prior_samples(model, args.n, seed=args.seed, sampler=args.sampler)
+        print(f"wrote {save_grid(images, args.out)} ({args.n} samples through the {args.sampler!r} sampler)")
+        return
     if not variant.conditional and args.label is not None:
         raise ZooError(f"{args.model} is an unconditional {variant.name!r} model: --label applies to conditional "
                        f"variants (cvae); drop --label to sample from its prior")
@@ -490,6 +526,20 @@ def cmd_sample(args: argparse.Namespace) -> None:
         raise ZooError(str(err)) from err
     path = save_grid(images, args.out)
     print(f"wrote {path} ({args.n} samples{'' if args.label is None else f' of class {args.label}'})")
+
+
+def cmd_fit_sampler(args: argparse.Namespace) -> None:
+    from zoo.config import parse_override
+    from zoo.samplers import describe, get_sampler
+
+    sampler = get_sampler(args.sampler)
+    settings = dict(parse_override(item, sampler.config_class) for item in args.overrides)
+    model = load_any(args.model)
+    fitted = model.fit_sampler(args.sampler, str(args.data) if Path(args.data).is_dir() else args.data,
+                               seed=args.seed, **settings)
+    model.save_pretrained(args.out)
+    print(f"fitted {describe(fitted.record)}; saved the model with it to {args.out}")
+    print(f"sample it with: zoo sample {args.out} --sampler {args.sampler}")
 
 
 def cmd_experiment(args: argparse.Namespace) -> None:

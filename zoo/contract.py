@@ -111,8 +111,11 @@ def reconstruct(model: nn.Module, x: Tensor, y: Tensor | int | None = None) -> T
 
 
 def sample_images(model: nn.Module, n: int, y: Tensor | int | None = None,
-                  generator: torch.Generator | None = None) -> Tensor:
-    """``model.sample(n, y, generator)`` as images in [0, 1] (not clamped)."""
+                  generator: torch.Generator | None = None, sampler: str | None = None) -> Tensor:
+    """``model.sample(n, y, generator)`` as images in [0, 1] (not clamped); with ``sampler``, decoded draws of
+    that fitted ex-post sampler (:mod:`zoo.samplers`) instead of the model's prior."""
+    if sampler is not None:
+        return unit_images(model, model.sample(n, generator=generator, sampler=sampler))
     return unit_images(model, model.sample(n, y=labels_for(model, y), generator=generator))
 
 

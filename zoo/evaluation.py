@@ -68,11 +68,34 @@ def evaluate(model: nn.Module, data: TensorData | str | Any, *, nll_samples: int
         if has(model, "conditional"):
             metrics["conditional_accuracy"] = conditional_accuracy(model, CONDITIONAL_PER_CLASS, seed)[
                 "conditional_accuracy"]
+    for name in getattr(model, "samplers", {}):
+        metrics.update(fitted_sampler_metrics(model, name, data, digits=dataset in DIGIT_DATASETS, seed=seed))
     if dataset == "dsprites":
         from zoo.disentanglement import card_scores
 
         metrics.update(card_scores(model, seed=seed))
     metrics.update(variant_metrics(model, data, seed=seed, taken=set(metrics)))
+    return metrics
+
+
+def fitted_sampler_metrics(model: nn.Module, name: str, data: TensorData, *, digits: bool,
+                           seed: int = 0) -> dict[str, float]:
+    """A fitted ex-post sampler's numbers: -log density of ``data``'s codes (where it has a density) and, on
+    digits, the sample quality of its decoded draws (``sampler_NAME_fcd``, ``sampler_NAME_confidence``)."""
+    from zoo.cards import sampler_metric_prefix
+    from zoo.samplers import encode_codes
+
+    key = sampler_metric_prefix(name)
+    metrics: dict[str, float] = {}
+    with torch.no_grad():
+        log_prob = model.samplers[name].log_prob(encode_codes(model, data.x))
+    if log_prob is not None:
+        metrics[f"{key}_code_nll"] = -float(log_prob.mean())
+    if digits:
+        from zoo.sample_quality import sample_quality
+
+        quality = sample_quality(model, data.x, num_samples=QUALITY_SAMPLES, seed=seed, sampler=name)
+        metrics[f"{key}_fcd"], metrics[f"{key}_confidence"] = quality["fcd"], quality["confidence"]
     return metrics
 
 

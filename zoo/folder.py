@@ -26,6 +26,7 @@ from zoo.config import CONFIG_VERSION, RESERVED_KEY
 from zoo.devices import resolve_device, resolve_dtype
 from zoo.errors import CheckpointError, ConfigError
 from zoo.losses import REDUCTION
+from zoo.samplers import attach_samplers, describe, sampler_records
 from zoo.weights import HASH_KEY, read_weights, verify_weights, weights_digest
 
 CONFIG_NAME = "config.json"
@@ -78,6 +79,9 @@ def config_json(model: nn.Module, weights_hash: str | None = None) -> dict[str, 
             "loss_reduction": REDUCTION}
     if weights_hash is not None:
         meta[HASH_KEY] = weights_hash
+    samplers = sampler_records(model)
+    if samplers:
+        meta["samplers"] = samplers
     return {RESERVED_KEY: meta, **variant.config_to_json(model.config)}
 
 
@@ -132,7 +136,18 @@ def default_card(model: nn.Module) -> str:
     data = ModelCardData(library_name="ae-zoo", tags=["autoencoder", model.variant_name, "pytorch"])
     return (f"---\n{data.to_yaml()}\n---\n\n# {model.variant_name}\n\n"
             f"A `{model.variant_name}` model saved by ae-zoo {zoo_version()}. Load it with\n\n"
-            f"```python\nimport zoo\nmodel = zoo.load(\"local-dir:PATH\")\n```\n")
+            f"```python\nimport zoo\nmodel = zoo.load(\"local-dir:PATH\")\n```\n{samplers_section(model)}")
+
+
+def samplers_section(model: nn.Module) -> str:
+    """A card's list of the model's fitted ex-post samplers and how each was fitted ("" when it has none)."""
+    records = sampler_records(model)
+    if not records:
+        return ""
+    lines = "\n".join(f"- {describe(record)}" for record in records.values())
+    first = "gmm" if "gmm" in records else next(iter(records))
+    return (f"\n## Ex-post samplers\n\nFitted after training to this model's codes (zoo.samplers); "
+            f"`model.sample(n, sampler={first!r})` decodes their draws.\n\n{lines}\n")
 
 
 def read_config(directory: Path) -> tuple[str, dict[str, Any]]:
@@ -200,7 +215,7 @@ def _load_zoo_folder(directory: Path, device: torch.device, expected_variant: st
     from zoo.registry import build, get_variant
 
     check_folder(directory)
-    variant_name, config_dict, tensors, metadata, torn = _read_one_save(directory)
+    variant_name, config_dict, meta, tensors, metadata, torn = _read_one_save(directory)
     if expected_variant and variant_name != expected_variant:
         raise ConfigError(f"{directory / CONFIG_NAME} says variant {variant_name!r}, expected {expected_variant!r}")
     variant = get_variant(variant_name)
@@ -215,6 +230,8 @@ def _load_zoo_folder(directory: Path, device: torch.device, expected_variant: st
         model = build(variant, config)
     model.variant_name = variant_name
     check_model_class(model, expected_class, directory)
+    with device:
+        attach_samplers(model, meta.get("samplers"), str(directory / CONFIG_NAME))
     check_state(model, tensors, directory / WEIGHTS_NAME)
     if torn:
         raise CheckpointError(f"{directory}: config.json and model.safetensors come from different saves (the "
@@ -270,10 +287,11 @@ def _file_not_folder(path: Path) -> str:
 RETRY_DELAYS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 
 
-def _read_one_save(directory: Path) -> tuple[str, dict[str, Any], dict[str, Tensor], dict[str, str], bool]:
-    """(variant, config dict, tensors, weights metadata, torn) of one save: read config.json and the weights
-    again while config.json records another content hash than the weights carry (a writer replaces the
-    weights first and config.json last). ``torn`` is True when they still disagree after every retry."""
+def _read_one_save(directory: Path) -> tuple[str, dict[str, Any], dict[str, Any], dict[str, Tensor], dict[str, str],
+                                             bool]:
+    """(variant, config dict, the ``_zoo`` block, tensors, weights metadata, torn) of one save: read config.json
+    and the weights again while config.json records another content hash than the weights carry (a writer
+    replaces the weights first and config.json last). ``torn`` is True when they still disagree after every retry."""
     for delay in RETRY_DELAYS:
         read = _read_pair(directory)
         if not read[-1]:
@@ -282,11 +300,13 @@ def _read_one_save(directory: Path) -> tuple[str, dict[str, Any], dict[str, Tens
     return _read_pair(directory)
 
 
-def _read_pair(directory: Path) -> tuple[str, dict[str, Any], dict[str, Tensor], dict[str, str], bool]:
+def _read_pair(directory: Path) -> tuple[str, dict[str, Any], dict[str, Any], dict[str, Tensor], dict[str, str],
+                                         bool]:
     variant, config, meta = read_config_block(directory)
     tensors, metadata = read_weights(directory / WEIGHTS_NAME)
     recorded, carried = meta.get(HASH_KEY), metadata.get(HASH_KEY)
-    return variant, config, tensors, metadata, recorded is not None and carried is not None and recorded != carried
+    return (variant, config, meta, tensors, metadata,
+            recorded is not None and carried is not None and recorded != carried)
 
 
 def check_state(model: nn.Module, state: dict[str, Tensor], path: Path) -> None:

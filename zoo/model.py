@@ -5,7 +5,9 @@
   images it takes and returns ((0, 1) unless it says otherwise).
 - ``encode(x, y=None)`` -> a :class:`~zoo.distributions.Posterior`; ``decode(z, y=None)`` -> images;
   ``forward(x, y=None)`` -> the reconstruction (deterministic in eval mode).
-- ``sample(n, y=None, generator=None)`` for variants that declare ``generative``;
+- ``sample(n, y=None, generator=None)`` for variants that declare ``generative``; every model also takes
+  ``sample(n, sampler=NAME)``: decoded draws of an ex-post sampler fitted with ``fit_sampler`` (:mod:`zoo.samplers`),
+  which a subclass's ``sample`` gets without writing anything;
   ``reconstruction_nll(x, z, y=None)`` for those that declare ``has_likelihood``;
   ``prior_log_prob(z)``, ``latent_kl(posterior)`` and ``example_kl(posterior)`` for those that declare
   ``variational``.
@@ -17,6 +19,8 @@ A model made by :func:`zoo.create` or :func:`zoo.load` also knows its ``variant_
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -38,6 +42,15 @@ class ZooModel(nn.Module):
         super().__init__()
         self.config = config
         self.pretrained_info: dict[str, Any] = {}
+        #: Fitted ex-post samplers by name (:mod:`zoo.samplers`); their tensors are saved with the weights.
+        self.samplers = nn.ModuleDict()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass's own ``sample`` gains the ``sampler=`` keyword: ``model.sample(n, sampler="gmm")`` works for
+        every model, whatever its ``sample`` was written to take."""
+        super().__init_subclass__(**kwargs)
+        if "sample" in cls.__dict__:
+            cls.sample = _taking_sampler(cls.__dict__["sample"])
 
     @property
     def device(self) -> torch.device:
@@ -71,11 +84,38 @@ class ZooModel(nn.Module):
         """Images (the mean of p(x|z), in the data's range) from codes (batch, *latent_shape)."""
         raise NotImplementedError
 
-    def sample(self, n: int, y: Tensor | int | None = None, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, y: Tensor | int | None = None, generator: torch.Generator | None = None, *,
+               sampler: str | None = None) -> Tensor:
+        """``n`` images from the model's prior (generative variants) or, with ``sampler``, from the codes of
+        that fitted ex-post sampler."""
+        if sampler is not None:
+            return self.sample_from(sampler, n, y, generator)
         raise NotImplementedError(
             f"{self.variant_name or type(self).__name__} is not a generative model: it has no prior to "
-            f"sample from. Use a variant that declares generative = True (vae, beta-vae, cvae, vae-gan)."
+            f"sample from. Use a variant that declares generative = True (vae, beta-vae, cvae, vae-gan), or fit an "
+            f"ex-post sampler to its codes (model.fit_sampler('gmm', data)) and sample with sampler='gmm'."
         )
+
+    def sample_from(self, sampler: str, n: int, y: Tensor | int | None = None,
+                    generator: torch.Generator | None = None) -> Tensor:
+        """Decode ``n`` codes drawn from the fitted ex-post sampler ``sampler`` (no labels: it models p(z))."""
+        from zoo.samplers import sample_codes
+
+        if y is not None:
+            raise ValueError(f"ex-post sampler {sampler!r} draws codes without labels: drop y")
+        return self.decode(sample_codes(self, sampler, n, generator))
+
+    def fit_sampler(self, name: str, data: Any, *, seed: int = 0, data_label: str | None = None,
+                    **settings: Any) -> nn.Module:
+        """Fit the ex-post sampler ``name`` (``zoo list`` shows them: gaussian, gmm, flow, two-stage) to this
+        model's codes of ``data`` and keep it (saved with the model); ``settings`` set its config fields and
+        ``data_label`` names the data on the card.
+
+        >>> model.fit_sampler("gmm", "mnist", num_components=10); model.sample(64, sampler="gmm")
+        """
+        from zoo.samplers import fit_sampler
+
+        return fit_sampler(self, name, data, seed=seed, data_label=data_label, **settings)
 
     def reconstruction_nll(self, x: Tensor, z: Tensor, y: Tensor | None = None) -> Tensor:
         """-log p(x|z) per example in nats (deterministic autoencoders: their reconstruction error).
@@ -150,6 +190,19 @@ class ZooModel(nn.Module):
         from zoo.hub import push_model
 
         return push_model(self, repo_id, **kwargs)
+
+
+def _taking_sampler(sample: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """``sample`` with a ``sampler`` keyword that, when given, decodes that fitted ex-post sampler's draws."""
+
+    @functools.wraps(sample)
+    def with_sampler(self: ZooModel, n: int, y: Tensor | int | None = None,
+                     generator: torch.Generator | None = None, *, sampler: str | None = None) -> Tensor:
+        if sampler is not None:
+            return self.sample_from(sampler, n, y, generator)
+        return sample(self, n, y=y, generator=generator)
+
+    return with_sampler
 
 
 def condition_vector(y: Tensor | int | None, num_classes: int, n: int, device: torch.device,

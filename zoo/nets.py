@@ -249,3 +249,19 @@ def conv_feature_size(h: int, w: int, n_layers: int) -> tuple[int, int]:
     for _ in range(n_layers):
         h, w = math.ceil(h / 2), math.ceil(w / 2)
     return h, w
+
+
+class CodeDiscriminator(nn.Sequential):
+    """codes (B, D) -> a logit each (B,): an MLP with leaky-ReLU (0.2) hidden layers, for the discriminators
+    that judge codes (FactorVAE's total-correlation critic, the adversarial autoencoder's prior critic)."""
+
+    def __init__(self, latent_dim: int, hidden_dims: Sequence[int]) -> None:
+        layers: list[nn.Module] = []
+        width = latent_dim
+        for hidden in hidden_dims:
+            layers += [nn.Linear(width, hidden), nn.LeakyReLU(0.2)]
+            width = hidden
+        super().__init__(*layers, nn.Linear(width, 1))
+
+    def forward(self, z: Tensor) -> Tensor:
+        return super().forward(z).squeeze(-1)

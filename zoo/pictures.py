@@ -62,9 +62,10 @@ def class_rows(model: nn.Module, num_classes: int, per_class: int, seed: int = 0
 
 
 @torch.no_grad()
-def prior_samples(model: nn.Module, n: int, y: int | None = None, seed: int = 0) -> Tensor:
+def prior_samples(model: nn.Module, n: int, y: int | None = None, seed: int = 0, sampler: str | None = None) -> Tensor:
+    """``n`` samples in [0, 1] on the CPU: from the prior, or through the fitted ex-post ``sampler``."""
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    return sample_images(model, n, y=y, generator=generator).float().clamp(0, 1).cpu()
+    return sample_images(model, n, y=y, generator=generator, sampler=sampler).float().clamp(0, 1).cpu()
 
 
 def save_grid(images: Tensor, path: str | Path, nrow: int = 8) -> Path:

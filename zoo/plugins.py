@@ -29,6 +29,7 @@ import pluggy
 from zoo import hookspecs
 from zoo.checkpoints import CheckpointRef
 from zoo.errors import DuplicateNameError, PluginLoadError, UnknownNameError
+from zoo.samplers import Sampler
 from zoo.variant import Variant
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class PluginInfo:
     module: str
     variants: list[str] = field(default_factory=list)
     checkpoints: list[str] = field(default_factory=list)
+    samplers: list[str] = field(default_factory=list)
 
 
 #: The ``distribution`` of a plugin object passed to :func:`register_plugin` (no installed package).
@@ -78,6 +80,8 @@ class Registry:
     checkpoints: dict[str, CheckpointRef]
     variant_plugin: dict[str, str]
     checkpoint_plugin: dict[str, str]
+    samplers: dict[str, Sampler] = field(default_factory=dict)
+    sampler_plugin: dict[str, str] = field(default_factory=dict)
 
 
 _registry: Registry | None = None
@@ -177,10 +181,12 @@ def _build_registry() -> Registry:
     variant_plugin: dict[str, str] = {}
     checkpoints: dict[str, CheckpointRef] = {}
     checkpoint_plugin: dict[str, str] = {}
+    samplers: dict[str, Sampler] = {}
+    sampler_plugin: dict[str, str] = {}
 
     def drop(plugin_name: str) -> None:
         """Forget a plugin whose hook failed, with everything it had registered."""
-        for store, owner in ((variants, variant_plugin), (checkpoints, checkpoint_plugin)):
+        for store, owner in ((variants, variant_plugin), (checkpoints, checkpoint_plugin), (samplers, sampler_plugin)):
             for key in [k for k, o in owner.items() if o == plugin_name]:
                 del store[key], owner[key]
         pm.unregister(name=plugin_name)
@@ -194,7 +200,7 @@ def _build_registry() -> Registry:
             def register(obj: Any, _plugin: str = plugin_name, _info: PluginInfo = info) -> None:
                 if not isinstance(obj, expected):
                     raise TypeError(f"plugin {_plugin!r} registered {obj!r}, expected a {expected.__name__}")
-                if isinstance(obj, Variant):
+                if isinstance(obj, (Variant, Sampler)):
                     obj.validate()
                 key = obj.name
                 if key in store:
@@ -205,7 +211,7 @@ def _build_registry() -> Registry:
                     )
                 store[key] = obj
                 owner[key] = _plugin
-                (_info.variants if kind == "variant" else _info.checkpoints).append(key)
+                getattr(_info, f"{kind}s").append(key)
 
             try:
                 impl.function(register=register)
@@ -217,6 +223,7 @@ def _build_registry() -> Registry:
 
     collect("zoo_register_variants", Variant, variants, variant_plugin, "variant")
     collect("zoo_register_checkpoints", CheckpointRef, checkpoints, checkpoint_plugin, "checkpoint")
+    collect("zoo_register_samplers", Sampler, samplers, sampler_plugin, "sampler")
     return Registry(
         plugins=sorted(infos.values(), key=lambda i: i.name),
         failures=failures,
@@ -224,6 +231,8 @@ def _build_registry() -> Registry:
         checkpoints=dict(sorted(checkpoints.items())),
         variant_plugin=variant_plugin,
         checkpoint_plugin=checkpoint_plugin,
+        samplers=dict(sorted(samplers.items())),
+        sampler_plugin=sampler_plugin,
     )
 
 

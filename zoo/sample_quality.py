@@ -63,8 +63,9 @@ def _mean_confidence(logits: Tensor) -> float:
 
 @torch.no_grad()
 def draw_samples(model: nn.Module, n: int, *, y: Tensor | int | None = None, seed: int = 0,
-                 batch_size: int = 1000) -> Tensor:
-    """``n`` samples of ``model`` (labels ``y`` per sample or one label for conditional models), on CPU."""
+                 batch_size: int = 1000, sampler: str | None = None) -> Tensor:
+    """``n`` samples of ``model`` (labels ``y`` per sample or one label for conditional models; or through the
+    fitted ex-post ``sampler``), on CPU."""
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -72,7 +73,7 @@ def draw_samples(model: nn.Module, n: int, *, y: Tensor | int | None = None, see
     for start in range(0, n, batch_size):
         k = min(batch_size, n - start)
         labels = y[start:start + k].to(device) if isinstance(y, Tensor) else y
-        out.append(sample_images(model, k, y=labels, generator=generator).float().clamp(0, 1).cpu())
+        out.append(sample_images(model, k, y=labels, generator=generator, sampler=sampler).float().clamp(0, 1).cpu())
     return torch.cat(out)
 
 
@@ -81,16 +82,18 @@ def balanced_labels(n: int, num_classes: int) -> Tensor:
     return torch.arange(n) % num_classes
 
 
-def sample_quality(model: nn.Module, real: Tensor, num_samples: int = 5000, seed: int = 0) -> dict[str, float]:
-    """Frechet classifier distance of ``num_samples`` samples to the ``real`` images, their sharpness
-    and the real images' sharpness, and the classifier's mean confidence on the samples.
+def sample_quality(model: nn.Module, real: Tensor, num_samples: int = 5000, seed: int = 0,
+                   sampler: str | None = None) -> dict[str, float]:
+    """Frechet classifier distance of ``num_samples`` samples (from the prior, or through the fitted ex-post
+    ``sampler``) to the ``real`` images, their sharpness and the real images' sharpness, and the classifier's
+    mean confidence on the samples.
 
     Conditional models are sampled with balanced labels, so their samples match the class mix of a
     balanced test set."""
     check_mnist_shaped(real)
-    classes = model.num_classes if has(model, "conditional") else 0
+    classes = model.num_classes if has(model, "conditional") and sampler is None else 0
     samples = draw_samples(model, num_samples, y=balanced_labels(num_samples, classes) if classes else None,
-                           seed=seed)
+                           seed=seed, sampler=sampler)
     logits, fake_features = classify(samples)
     _, real_features = classify(real)
     return {"fcd": frechet_distance(real_features, fake_features), "sharpness": sharpness(samples),

@@ -48,6 +48,7 @@ from zoo.precision import autocast_factory, check_precision, make_scaler
 from zoo.preflight import check_data
 from zoo.registry import get_variant
 from zoo.resuming import apply_changes, resume_changes
+from zoo.samplers import drop_samplers
 from zoo.stepping import StepContext
 from zoo.variant import Variant
 
@@ -163,6 +164,7 @@ class Trainer:
         self.context = StepContext(precision=cfg.precision, autocast=autocast_factory(cfg.precision, self.device),
                                    scaler=make_scaler(cfg.precision, self.device), world=self.world,
                                    compile_mode=cfg.compile if self.variant.compilable else None)
+        drop_samplers(model)
         self.model = model.to(self.device)
         self.optimizers: dict[str, torch.optim.Optimizer] | None = None
         self.step = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -205,3 +206,20 @@ def make_adam(params: Any, train_config: TrainConfig) -> torch.optim.Optimizer:
     fused = device in ("cpu", "cuda") and all(p.is_floating_point() for p in flat)
     return torch.optim.Adam(groups or flat, lr=train_config.lr, weight_decay=train_config.weight_decay, fused=fused)
 
+
+
+def step_per_objective(objectives: Callable[[], dict[str, Tensor]], routes: Sequence[tuple[str, Sequence[Tensor]]],
+                       optimizers: Iterable[torch.optim.Optimizer], step: int) -> dict[str, Tensor]:
+    """One training step of a model whose networks each follow their own objective (a GAN's three networks,
+    FactorVAE's VAE and critic, PIWAE's encoder and decoder): ``objectives()`` under the run's autocast; every
+    routed objective checked finite before any weight changes; each parameter's gradient from the objective
+    its route names (:meth:`zoo.stepping.StepContext.backward_per_objective`); every optimiser stepped through
+    the step context. ``routes``: ``(term name, parameters)`` pairs. Returns all terms, detached."""
+    ctx = step_context()
+    with ctx.autocast():
+        terms = objectives()
+    ctx.ensure_finite(LossOutput(sum(terms[name] for name, _ in routes), dict(terms)), step)
+    ctx.backward_per_objective([(terms[name], params) for name, params in routes])
+    for optimizer in optimizers:
+        ctx.step(optimizer)
+    return {name: value.detach() for name, value in terms.items()}
