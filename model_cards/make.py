@@ -163,14 +163,30 @@ def write_samples(model: torch.nn.Module, folder: Path) -> str:
     from zoo.pictures import class_rows, prior_samples, save_grid
 
     variant = zoo.get_variant(model.variant_name)
-    if not variant.generative:
+    sampler = samples_sampler(model)
+    if not variant.generative and sampler is None:
         return ""
     classes = model.num_classes
-    images = class_rows(model, classes, per_class=10, seed=0) if classes else prior_samples(model, 80, seed=0)
+    if sampler is not None:
+        images = prior_samples(model, 80, seed=0, sampler=sampler)
+        what = f"80 samples through the fitted `{sampler}` sampler (`model.sample(80, sampler={sampler!r})`, seed 0)"
+    elif classes:
+        images = class_rows(model, classes, per_class=10, seed=0)
+        what = "row k: 10 samples of class k (`model.sample(10, y=k)`, seed 0)"
+    else:
+        images = prior_samples(model, 80, seed=0)
+        what = "80 samples from the prior (`model.sample(80)`, seed 0)"
     save_grid(images, folder / SAMPLES_NAME, nrow=10)
-    what = ("row k: 10 samples of class k (`model.sample(10, y=k)`, seed 0)" if classes
-            else "80 samples from the prior (`model.sample(80)`, seed 0)")
     return f"\n## Samples\n\n![samples]({SAMPLES_NAME})\n\n{what}.\n"
+
+
+def samples_sampler(model: torch.nn.Module) -> str | None:
+    """The fitted ex-post sampler a card's samples.png shows for a model with no prior of its own (the best-known
+    one where it has several), or None."""
+    fitted = list(getattr(model, "samplers", {}))
+    if not fitted or zoo.get_variant(model.variant_name).generative:
+        return None
+    return next((name for name in ("gmm", "pixelcnn") if name in fitted), fitted[0])
 
 
 def add_samples(folder: Path) -> Path:

@@ -48,7 +48,7 @@ def test_card_front_matter_and_size(name):
 
     folder = Path(zoo.get_checkpoint(name).folder)
     files = sorted(p.name for p in folder.iterdir())
-    generative = zoo.get_variant(RECIPES[name].variant).generative
+    generative = zoo.get_variant(RECIPES[name].variant).generative or bool(RECIPES[name].samplers)
     assert files == ["README.md", "config.json", "model.safetensors", *(["samples.png"] if generative else [])]
     if generative:
         assert "![samples](samples.png)" in (folder / "README.md").read_text()

@@ -84,6 +84,10 @@ def test_beta_sweep_reconstruction_worsens_with_beta(tmp_path):
     bce = [result.numbers[f"beta={b}: reconstruction BCE (nats)"] for b in (1, 2, 4, 8)]
     assert bce[0] < bce[-1]
     assert all(0 <= result.numbers[f"beta={b}: MIG"] <= 1 for b in (1, 2, 4, 8))
+    assert {"beta-TCVAE (beta=6): MIG", "FactorVAE (gamma=10): MIG"} <= set(result.numbers)
+    # Nothing disentangles in 60 steps: the run says that it cannot decide, and why.
+    assert max(result.numbers[f"beta={b}: MIG"] for b in (1, 2, 4, 8)) < 0.05
+    assert result.holds is None and result.verdict.startswith("Undecided: budget.")
     check_written(result, tmp_path / "beta-disentanglement")
 
 

@@ -375,3 +375,15 @@ def test_families_of_flat_latents_refuse_a_spatial_one_saying_why(name):
     with pytest.raises(ConfigError, match="flat.*: set latent_channels=0"):
         zoo.get_variant(name).make_config(architecture="conv", latent_channels=4)
     assert "flat_latent_only" not in zoo.get_variant(name).config_to_json(zoo.get_variant(name).default_config())
+
+
+def test_families_page_sets_every_fitted_sampler_beside_the_own_priors():
+    from zoo_model_cards.families import render_samplers, sampler_rows
+
+    rows = sampler_rows()
+    fitted = {(r["name"], r["sampler"]) for r in rows}
+    assert {("ae-mnist", f"`{s}`") for s in ("gaussian", "gmm", "flow", "two-stage")} <= fitted
+    assert {("rae-mnist", "`gmm`"), ("vq-vae-mnist", "`pixelcnn`"), ("vae-mnist", "its own prior")} <= fitted
+    assert all(r["fcd"] is not None and r["confidence"] is not None for r in rows)
+    assert all(r["code_nll"] is None for r in rows if r["sampler"] in ("`two-stage`", "its own prior"))
+    assert "| `vq-vae-mnist` | `pixelcnn` |" in render_samplers(rows)

@@ -17,8 +17,8 @@ def hook_names() -> list[str]:
                   if callable(fn) and hasattr(fn, f"{hookspecs.PROJECT}_spec"))
 
 
-def test_the_hookspec_declares_the_two_registration_hooks():
-    assert hook_names() == ["zoo_register_checkpoints", "zoo_register_variants"]
+def test_the_hookspec_declares_the_three_registration_hooks():
+    assert hook_names() == ["zoo_register_checkpoints", "zoo_register_samplers", "zoo_register_variants"]
 
 
 @pytest.mark.parametrize("name", hook_names())
