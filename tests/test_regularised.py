@@ -132,3 +132,15 @@ def test_ms_ssim_vae_refuses_scales_the_image_cannot_hold():
         zoo.create("ms-ssim-vae", kernel_size=11)
     with pytest.raises(ConfigError, match="likelihood='bernoulli'"):
         zoo.create("ms-ssim-vae", likelihood="gaussian")
+
+
+def test_aae_trains_with_its_encoder_frozen():
+    """A network frozen whole (fine-tuning's --freeze encoder) is left out of the per-network gradients."""
+    variant, model = tiny("aae")
+    model.encoder.requires_grad_(False)
+    before = [p.clone() for p in model.encoder.parameters()]
+    decoder = [p.clone() for p in model.decoder.parameters()]
+    optimizers = variant.configure_optimizers(model, zoo.TrainConfig(lr=1e-2))
+    variant.train_step(model, (images(),), optimizers, step=0)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.encoder.parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(decoder, model.decoder.parameters(), strict=True))

@@ -107,8 +107,8 @@ class ZooModel(nn.Module):
 
     def fit_sampler(self, name: str, data: Any, *, seed: int = 0, data_label: str | None = None,
                     **settings: Any) -> nn.Module:
-        """Fit the ex-post sampler ``name`` (``zoo list`` shows them: gaussian, gmm, flow, two-stage) to this
-        model's codes of ``data`` and keep it (saved with the model); ``settings`` set its config fields and
+        """Fit the ex-post sampler ``name`` (``zoo list`` shows them: gaussian, gmm, flow, two-stage, pixelcnn) to
+        this model's codes of ``data`` and keep it (saved with the model); ``settings`` set its config fields and
         ``data_label`` names the data on the card.
 
         >>> model.fit_sampler("gmm", "mnist", num_components=10); model.sample(64, sampler="gmm")

@@ -138,10 +138,12 @@ class StepContext:
         """Set each parameter's gradient from its own objective: ``p.grad = d objective / d p`` for every
         ``(objective, parameters)`` pair, through one graph kept until the last pair (a GAN's networks, an
         IWAE whose encoder and decoder follow different bounds). Frozen parameters are left out; a parameter
-        an objective does not reach gets no gradient. Call :meth:`step` on the optimisers afterwards."""
-        for i, (objective, params) in enumerate(objectives):
-            params = [p for p in params if p.requires_grad]
-            grads = self.grad(objective, params, retain_graph=i + 1 < len(objectives), allow_unused=True)
+        an objective does not reach gets no gradient; a pair whose parameters are all frozen is skipped. Call
+        :meth:`step` on the optimisers afterwards."""
+        trainable = [(objective, [p for p in params if p.requires_grad]) for objective, params in objectives]
+        trainable = [(objective, params) for objective, params in trainable if params]  # a network frozen whole
+        for i, (objective, params) in enumerate(trainable):
+            grads = self.grad(objective, params, retain_graph=i + 1 < len(trainable), allow_unused=True)
             for p, g in zip(params, grads, strict=True):
                 p.grad = g
 
