@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from zoo_plugins.vae import VAEConfig, VAEModel, VAEVariant
+from zoo_plugins.vae import VAEConfig, VAEModel, VAEVariant, one_draw
 
 import zoo
 from zoo.config import check_fields
@@ -87,10 +87,7 @@ class BetaTCVAEVariant(VAEVariant):
     def loss(self, model: VAEModel, batch: Batch, *, step: int = 0) -> LossOutput:
         x, y = split_batch(batch)
         cfg = model.config
-        posterior = model.encode(x, y)
-        z = posterior.sample()
-        recon = model.reconstruction_nll(x, z, y).mean()
-        kl = model.example_kl(posterior).mean()
+        posterior, z, recon, kl = one_draw(model, x, y)
         if len(x) > cfg.dataset_size:
             raise ConfigError(f"a batch of {len(x)} is larger than dataset_size={cfg.dataset_size}: set dataset_size "
                               f"to the number of training examples")
@@ -165,10 +162,7 @@ class FactorVAEVariant(VAEVariant):
         """Every term, and the two objectives: ``vae`` (recon + KL + gamma TC) and ``discriminator`` (the
         binary cross-entropy of telling codes from permuted codes)."""
         x, _ = split_batch(batch)
-        posterior = model.encode(x)
-        z = posterior.sample()
-        recon = model.reconstruction_nll(x, z).mean()
-        kl = model.example_kl(posterior).mean()
+        _, z, recon, kl = one_draw(model, x)
         tc = model.tc_logits(z).float().mean()
         codes = z.detach()
         real, fake = model.tc_logits(codes).float(), model.tc_logits(permute_dims(codes)).float()

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 from zoo_plugins.autoencoders import Autoencoder, AutoencoderConfig, AutoencoderVariant
-from zoo_plugins.vae import VAEConfig, VAEVariant
+from zoo_plugins.vae import VAEConfig, VAEVariant, one_draw
 
 import zoo
 from zoo.config import check_fields
@@ -114,10 +114,7 @@ class InfoVAEVariant(VAEVariant):
     def loss(self, model: Any, batch: Batch, *, step: int = 0) -> LossOutput:
         x, y = split_batch(batch)
         cfg = model.config
-        posterior = model.encode(x, y)
-        z = posterior.sample()
-        recon = model.reconstruction_nll(x, z, y).mean()
-        kl = model.example_kl(posterior).mean()
+        _, z, recon, kl = one_draw(model, x, y)
         mmd = prior_mmd(z, cfg.kernel, cfg.kernel_scale)
         total = recon + (1 - cfg.alpha) * kl + (cfg.alpha + cfg.info_lambda - 1) * mmd
         return LossOutput(total, {"reconstruction": recon, "kl": kl, "mmd": mmd, "neg_elbo": recon + kl})

@@ -132,6 +132,14 @@ class VAEModel(ZooModel):
         return self.decode(z, y)
 
 
+def one_draw(model: VAEModel, x: Tensor, y: Tensor | None = None) -> tuple[Posterior, Tensor, Tensor, Tensor]:
+    """The pieces of a one-sample ELBO that the VAE families reweight or add to: (posterior, one reparameterised
+    draw z per example, the batch-mean reconstruction NLL at z, the batch-mean closed-form KL)."""
+    posterior = model.encode(x, y)
+    z = posterior.sample()
+    return posterior, z, model.reconstruction_nll(x, z, y).mean(), model.example_kl(posterior).mean()
+
+
 #: The card's description of the KL of a model without a closed-form one (a mixture prior, a flow posterior).
 MONTE_CARLO_KL = {"kl": "KL(q(z|x) || p(z)) (nats; Monte Carlo over the ELBO's samples: no closed form)"}
 
