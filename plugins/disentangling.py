@@ -38,15 +38,24 @@ DECOMPOSITION_EXAMPLES = 1000
 
 DECOMPOSITION_NAMES = {
     "mutual_information": "index-code mutual information I(x; z) (nats; Chen et al.'s decomposition of the KL on "
-                          f"the first {DECOMPOSITION_EXAMPLES:,} test examples, their aggregate posterior exact)",
+                          f"{DECOMPOSITION_EXAMPLES:,} test examples spread evenly over the set (all of a smaller "
+                          "one), their aggregate posterior taken exactly)",
     "total_correlation": "total correlation KL(q(z) || prod_j q(z_j)) (nats; same decomposition)",
     "dimension_kl": "dimension-wise KL sum_j KL(q(z_j) || p(z_j)) (nats; same decomposition)",
 }
 
 
+def decomposition_examples(data: TensorData) -> Tensor:
+    """:data:`DECOMPOSITION_EXAMPLES` images of ``data`` spread evenly over it (data sets are often sorted by
+    class), or all of a smaller one."""
+    if len(data) <= DECOMPOSITION_EXAMPLES:
+        return data.x
+    return data.x[torch.linspace(0, len(data) - 1, DECOMPOSITION_EXAMPLES).round().long()]
+
+
 def decomposition_metrics(model: VAEModel, data: TensorData, seed: int) -> dict[str, float]:
-    """The three terms on the first :data:`DECOMPOSITION_EXAMPLES` examples of ``data``."""
-    return dataset_kl_decomposition(model, data.x[:DECOMPOSITION_EXAMPLES], seed=seed)
+    """The three terms on :func:`decomposition_examples` of ``data``."""
+    return dataset_kl_decomposition(model, decomposition_examples(data), seed=seed)
 
 
 @dataclass
@@ -198,9 +207,9 @@ class FactorVAEVariant(VAEVariant):
         return terms
 
     def metrics(self, model: FactorVAEModel, data: TensorData, *, seed: int = 0) -> dict[str, float]:
-        gen = torch.Generator().manual_seed(seed)
-        x = data.x[:DECOMPOSITION_EXAMPLES]
-        z = model.encode(x).sample(generator=gen)
+        device = next(model.parameters()).device
+        z = model.encode(decomposition_examples(data).to(device)).sample(
+            generator=torch.Generator(device=device).manual_seed(seed))
         return {**decomposition_metrics(model, data, seed), "discriminator_tc": float(model.tc_logits(z).mean())}
 
 

@@ -342,3 +342,15 @@ def test_pixelcnn_gives_a_vq_vae_samples_and_refuses_a_flat_latent():
     model, images = tiny_ae()
     with pytest.raises(ConfigError, match="pixelcnn models a grid of discrete codes"):
         model.fit_sampler("pixelcnn", images)
+
+
+def test_a_malformed_sampler_record_is_a_config_error_naming_it(tmp_path):
+    model, images = tiny_ae()
+    model.fit_sampler("gaussian", images)
+    model.save_pretrained(tmp_path / "m")
+    path = tmp_path / "m" / "config.json"
+    config = json.loads(path.read_text())
+    config["_zoo"]["samplers"]["gaussian"] = "gaussian"
+    path.write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=r"_zoo.samplers.gaussian must be a sampler record"):
+        zoo.load(f"local-dir:{tmp_path / 'm'}")

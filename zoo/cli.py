@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fit-sampler", help="fit an ex-post sampler to a model's codes and save the model with it")
     p.add_argument("model", help="a saved folder or a checkpoint name")
-    p.add_argument("sampler", help="gaussian, gmm, flow, two-stage, or a plugin's (`zoo list` shows them)")
+    p.add_argument("sampler", help="gaussian, gmm, flow, two-stage, pixelcnn, or a plugin's (`zoo list` shows them)")
     p.add_argument("--data", default="mnist", help="whose codes to fit: a dataset name (its train split) or an image "
                                                    "folder")
     p.add_argument("--out", required=True, type=Path, help="folder to save the model with its fitted sampler")

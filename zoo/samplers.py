@@ -19,6 +19,7 @@ VAE), draw codes from it and decode them.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Any, ClassVar
@@ -182,8 +183,10 @@ def attach_samplers(model: nn.Module, records: Any, source: str) -> None:
     if not isinstance(records, dict):
         raise ConfigError(f"{source}: _zoo.samplers must map names to sampler records, got {type(records).__name__}")
     for name, record in records.items():
-        kind = record.get("sampler", name) if isinstance(record, dict) else name
-        sampler = get_sampler(kind)
+        if not isinstance(record, dict):
+            raise ConfigError(f"{source}: _zoo.samplers.{name} must be a sampler record (an object with 'sampler' "
+                              f"and 'config'), got {json.dumps(record)}; save the model again")
+        sampler = get_sampler(record.get("sampler", name))
         config = config_from_dict(sampler.config_class, dict(record.get("config", {})),
                                   source=f"{source} _zoo.samplers.{name}")
         fitted = sampler.build(config, tuple(model.latent_shape))

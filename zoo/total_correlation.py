@@ -79,9 +79,9 @@ def kl_decomposition(z: Tensor, posterior: DiagonalGaussian, dataset_size: int,
 def dataset_kl_decomposition(model: torch.nn.Module, x: Tensor, *, seed: int = 0) -> dict[str, float]:
     """The three terms on a whole data set ``x`` (one draw per example; the ``"full"`` estimator: the exact
     aggregate posterior of that set), averaged over its examples; for cards, on the test images."""
-    gen = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
     with torch.no_grad():
-        posterior = model.encode(x.to(next(model.parameters()).device))
-        z = posterior.sample(generator=gen)
+        posterior = model.encode(x.to(device))
+        z = posterior.sample(generator=torch.Generator(device=device).manual_seed(seed))
         terms = kl_decomposition(z, posterior, len(x), "full")
     return {name: float(value.mean()) for name, value in terms.items()}
