@@ -171,7 +171,7 @@ def _cell(value: Any, digits: int = 2) -> str:
 
 
 #: Checkpoints whose own prior the ex-post samplers are set beside (MNIST, generative).
-PRIOR_REFERENCES = ("vae-mnist", "vamp-vae-mnist", "aae-mnist")
+PRIOR_REFERENCES = ("vae-mnist", "vamp-vae-mnist", "aae-mnist", "wae-mmd-mnist")
 
 
 def sampler_rows() -> list[dict[str, Any]]:
@@ -204,7 +204,8 @@ A deterministic autoencoder has no prior to sample; an ex-post sampler fitted to
 digits gives it one (`zoo.samplers`; `model.sample(n, sampler=NAME)`). From the cards: the Frechet classifier
 distance (FCD) and mean classifier confidence of 5,000 decoded draws, as for the models' own priors, and the
 test codes' negative log density under the sampler (nats per code; none for the two-stage VAE, which has only a
-bound). `ae-mnist` has 32-d codes, `rae-mnist` and `aae-mnist` 16, `vq-vae-mnist` a 7x7 grid of codebook vectors.
+bound). `ae-mnist` has 32-d codes, `rae-mnist`, `aae-mnist` and `wae-mmd-mnist` 16, `vq-vae-mnist` a 7x7 grid of
+codebook vectors.
 
 | checkpoint | samples from | FCD | confidence | test codes' -log density |
 | --- | --- | --- | --- | --- |
