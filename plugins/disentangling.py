@@ -91,7 +91,7 @@ class BetaTCVAEVariant(VAEVariant):
     metric_names = DECOMPOSITION_NAMES
 
     def tiny_config(self) -> BetaTCVAEConfig:
-        return BetaTCVAEConfig(input_shape=(1, 8, 8), latent_dim=4, hidden_dims=(32,), dataset_size=1000)
+        return self.make_config(super().tiny_config(), dataset_size=1000)
 
     def loss(self, model: VAEModel, batch: Batch, *, step: int = 0) -> LossOutput:
         x, y = split_batch(batch)
@@ -164,8 +164,7 @@ class FactorVAEVariant(VAEVariant):
     def tiny_config(self) -> FactorVAEConfig:
         """Small networks and gamma = 1: on a unit test's few examples the discriminator soon tells any codes
         apart, and a large gamma then spends every step on its estimate instead of the ELBO."""
-        return FactorVAEConfig(input_shape=(1, 8, 8), latent_dim=4, hidden_dims=(32,), discriminator_dims=(16, 16),
-                               tc_weight=1.0)
+        return self.make_config(super().tiny_config(), discriminator_dims=(16, 16), tc_weight=1.0)
 
     def objectives(self, model: FactorVAEModel, batch: Batch) -> dict[str, Tensor]:
         """Every term, and the two objectives: ``vae`` (recon + KL + gamma TC) and ``discriminator`` (the

@@ -118,7 +118,7 @@ class AAEVariant(AutoencoderVariant):
     monitored_term = "reconstruction"
 
     def tiny_config(self) -> AAEConfig:
-        return AAEConfig(input_shape=(1, 8, 8), latent_dim=4, hidden_dims=(32,), discriminator_dims=(16,))
+        return self.make_config(super().tiny_config(), discriminator_dims=(16,))
 
     def build(self, config: AAEConfig) -> AAEModel:
         return AAEModel(config)
