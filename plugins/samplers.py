@@ -76,6 +76,16 @@ class Standardised(FittedSampler):
     def unstandardise(self, units: Tensor) -> Tensor:
         return units * self.code_std + self.code_mean
 
+    def unit_loss(self, units: Tensor) -> Tensor:
+        """The per-code loss its fit minimises, on standardised codes (N,)."""
+        raise NotImplementedError
+
+    def fit_units(self, codes: Tensor, config: Any, generator: torch.Generator) -> None:
+        """Keep the codes' scale, then fit every parameter to the standardised codes by minibatch Adam on
+        :meth:`unit_loss` (``config``: ``epochs``, ``batch_size``, ``lr``)."""
+        fit_by_minibatches(self.unit_loss, list(self.parameters()), self.set_scale(codes), epochs=config.epochs,
+                           batch_size=config.batch_size, lr=config.lr, generator=generator)
+
 
 # -- Gaussian --------------------------------------------------------------------------------------------------
 
@@ -222,6 +232,9 @@ class FlowCodes(Standardised):
     def log_prob(self, codes: Tensor) -> Tensor:
         return self.unit_log_prob(self.standardise(codes)) - self.code_std.log().sum()
 
+    def unit_loss(self, units: Tensor) -> Tensor:
+        return -self.unit_log_prob(units)
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         x = standard_normal(n, len(self.code_mean), self.code_mean, generator)
         for transform in reversed(self.transforms):
@@ -239,9 +252,7 @@ class FlowSampler(Sampler):
         return FlowCodes(math.prod(latent_shape), config)
 
     def fit(self, sampler: FlowCodes, codes: Tensor, config: FlowConfig, generator: torch.Generator) -> None:
-        units = sampler.set_scale(codes)
-        fit_by_minibatches(lambda batch: -sampler.unit_log_prob(batch), list(sampler.transforms.parameters()), units,
-                           epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, generator=generator)
+        sampler.fit_units(codes, config, generator)
 
 
 # -- two-stage VAE ---------------------------------------------------------------------------------------------
@@ -283,6 +294,9 @@ class TwoStageCodes(Standardised):
         self.decoder = mlp([self.latent_dim, *hidden, dim])
         self.log_gamma = nn.Parameter(torch.zeros(()))
 
+    def unit_loss(self, x: Tensor) -> Tensor:
+        return self.negative_elbo(x)
+
     def negative_elbo(self, x: Tensor) -> Tensor:
         """-ELBO of standardised codes ``x`` (N, D) with one reparameterised draw of u, per code."""
         mean, logvar = self.encoder(x).chunk(2, dim=-1)
@@ -308,9 +322,7 @@ class TwoStageSampler(Sampler):
         return TwoStageCodes(math.prod(latent_shape), config)
 
     def fit(self, sampler: TwoStageCodes, codes: Tensor, config: TwoStageConfig, generator: torch.Generator) -> None:
-        units = sampler.set_scale(codes)
-        fit_by_minibatches(sampler.negative_elbo, list(sampler.parameters()), units, epochs=config.epochs,
-                           batch_size=config.batch_size, lr=config.lr, generator=generator)
+        sampler.fit_units(codes, config, generator)
 
 
 # -- PixelCNN over a grid of discrete codes -------------------------------------------------------------------
