@@ -68,8 +68,8 @@ def evaluate(model: nn.Module, data: TensorData | str | Any, *, nll_samples: int
         if has(model, "conditional"):
             metrics["conditional_accuracy"] = conditional_accuracy(model, CONDITIONAL_PER_CLASS, seed)[
                 "conditional_accuracy"]
-    for name in getattr(model, "samplers", {}):
-        metrics.update(fitted_sampler_metrics(model, name, data, digits=dataset in DIGIT_DATASETS, seed=seed))
+    if getattr(model, "samplers", None):
+        metrics.update(fitted_sampler_metrics(model, data, digits=dataset in DIGIT_DATASETS, seed=seed))
     if dataset == "dsprites":
         from zoo.disentanglement import card_scores
 
@@ -78,24 +78,24 @@ def evaluate(model: nn.Module, data: TensorData | str | Any, *, nll_samples: int
     return metrics
 
 
-def fitted_sampler_metrics(model: nn.Module, name: str, data: TensorData, *, digits: bool,
-                           seed: int = 0) -> dict[str, float]:
-    """A fitted ex-post sampler's numbers: -log density of ``data``'s codes (where it has a density) and, on
+def fitted_sampler_metrics(model: nn.Module, data: TensorData, *, digits: bool, seed: int = 0) -> dict[str, float]:
+    """Each fitted ex-post sampler's numbers: -log density of ``data``'s codes (where it has a density) and, on
     digits, the sample quality of its decoded draws (``sampler_NAME_fcd``, ``sampler_NAME_confidence``)."""
     from zoo.cards import sampler_metric_prefix
+    from zoo.sample_quality import sample_quality
     from zoo.samplers import encode_codes
 
-    key = sampler_metric_prefix(name)
+    codes = encode_codes(model, data.x)  # once for every sampler
     metrics: dict[str, float] = {}
-    with torch.no_grad():
-        log_prob = model.samplers[name].log_prob(encode_codes(model, data.x))
-    if log_prob is not None:
-        metrics[f"{key}_code_nll"] = -float(log_prob.mean())
-    if digits:
-        from zoo.sample_quality import sample_quality
-
-        quality = sample_quality(model, data.x, num_samples=QUALITY_SAMPLES, seed=seed, sampler=name)
-        metrics[f"{key}_fcd"], metrics[f"{key}_confidence"] = quality["fcd"], quality["confidence"]
+    for name, fitted in model.samplers.items():
+        key = sampler_metric_prefix(name)
+        with torch.no_grad():
+            log_prob = fitted.log_prob(codes)
+        if log_prob is not None:
+            metrics[f"{key}_code_nll"] = -float(log_prob.mean())
+        if digits:
+            quality = sample_quality(model, data.x, num_samples=QUALITY_SAMPLES, seed=seed, sampler=name)
+            metrics[f"{key}_fcd"], metrics[f"{key}_confidence"] = quality["fcd"], quality["confidence"]
     return metrics
 
 
