@@ -142,7 +142,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "the reconstruction term 784 x (1 - MS-SSIM) of the decoded mean (torchmetrics; 3 scales, 7x7 window) "
            "instead of the Bernoulli likelihood; random shifts of up to 2 pixels as vae-mnist. Its pixel-space ELBO "
            "terms below are not what it was trained for; `ms_ssim` is. At most 60 epochs (patience 10): a step "
-           "costs about 8x a VAE step on this CPU.",
+           "costs several VAE steps on a CPU.",
            {"latent_dim": 16}, train={**MNIST_TRAIN, "max_shift": 2, "epochs": 60, "patience": 10}, nll_samples=0),
     Recipe("vae-mnist-2d", "vae", "MLP VAE with a 2-d latent space, for manifold pictures.",
            {"latent_dim": 2}, train=MNIST_TRAIN),
@@ -176,9 +176,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in [
            "beta-vae-dsprites architecture and budget, plus a discriminator on the codes (Kim & Mnih's 6 layers, "
            "with 512 units instead of 1000 so that the bundled file stays under 6 MB) whose density-ratio estimate "
            "of the total correlation is weighted by gamma = 10. The discriminator's Adam (betas 0.5 and 0.9) learns "
-           "at the VAE's rate, 5e-4, as Kim & Mnih give both networks one rate. Earlier runs with 1000 units: at "
-           "that rate MIG 0.028 and FactorVAE score 0.51; at their absolute rate, 1e-4, MIG 0.002 and 0.33, its "
-           "critic estimating a total correlation of 1.1 nats where the test codes' exact one was 9.8.",
+           "at the VAE's rate, 5e-4, as Kim & Mnih give both networks one rate.",
            {**DSPRITES_CONFIG, "tc_weight": 10.0, "discriminator_lr": 5e-4, "discriminator_dims": (512,) * 5},
            dataset="dsprites", train=DSPRITES_TRAIN, nll_samples=0),
     Recipe("vae-dsprites", "vae", "Convolutional VAE (beta = 1) on dSprites: the beta-vae-dsprites architecture "
