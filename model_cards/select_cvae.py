@@ -4,8 +4,9 @@
 
 For each latent size: train the cvae-mnist recipe on the ``fit`` rows with early stopping on ``val``,
 then report the validation negative ELBO and the conditional accuracy of 200 prior samples per class
-(zoo's MNIST classifier; the samples need no data, so no test row is touched). The recipe takes the
-best validation ELBO among the sizes reaching 90% conditional accuracy.
+(zoo's two MNIST classifiers; the samples need no data, so no test row is touched). The recipe takes the
+best validation ELBO among the sizes whose samples the CNN classifier reads as the requested digit at
+least 90% of the time (the MLP's accuracy is printed beside it).
 """
 
 from __future__ import annotations
@@ -36,9 +37,11 @@ def main() -> None:
         model = zoo.create(recipe.variant, **{**recipe.config, "latent_dim": latent})
         result = zoo.train(model, fit, val_data=val, progress=False, **recipe.train)
         model.eval()
+        accuracy = conditional_accuracy(model, per_class=200)
         rows.append({"latent_dim": latent, "best_epoch": result.best_epoch,
                      "val_neg_elbo": elbo_terms(model, val)["neg_elbo"],
-                     "conditional_accuracy": conditional_accuracy(model, per_class=200)["conditional_accuracy"]})
+                     "conditional_accuracy": accuracy["conditional_accuracy"],
+                     "conditional_accuracy_mlp": accuracy["conditional_accuracy_mlp"]})
         print(json.dumps(rows[-1]), flush=True)
     eligible = [r for r in rows if r["conditional_accuracy"] >= MIN_ACCURACY]
     best = min(eligible, key=lambda r: r["val_neg_elbo"]) if eligible else None

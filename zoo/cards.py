@@ -73,12 +73,19 @@ METRIC_NAMES = {
     "active_units": "active units (Var_x E_q[z_i] > 0.01)",
     "recon_mse": "squared error of the deterministic reconstruction, per example",
     "recon_bce": "binary cross-entropy of the deterministic reconstruction, per example (nats)",
-    "fcd": "Frechet classifier distance of 5,000 samples to the test images (zoo's MNIST classifier features; "
-           "not the Inception FID)",
+    "fcd": "Frechet classifier distance of 5,000 samples to the test images (features of zoo's CNN classifier, "
+           "trained with 2-pixel shifts; not the Inception FID)",
+    "fcd_mlp": "Frechet classifier distance of the same samples in the features of zoo's position-sensitive MLP "
+               "classifier (trained without shifts)",
     "sharpness": "sharpness of 5,000 samples (mean variance of the Laplacian)",
     "sharpness_real": "sharpness of the test images, for comparison",
-    "confidence": "classifier's mean top-class probability on 5,000 samples",
-    "conditional_accuracy": "classifier accuracy on the requested label, 500 samples per class",
+    "centre_spread": "spread of the samples' centres of mass (pixels; standard deviation per axis, mean of the two "
+                     "axes)",
+    "centre_spread_real": "spread of the test images' centres of mass, for comparison",
+    "confidence": "CNN classifier's mean top-class probability on 5,000 samples",
+    "confidence_mlp": "MLP classifier's mean top-class probability on the same samples",
+    "conditional_accuracy": "CNN classifier's accuracy on the requested label, 500 samples per class",
+    "conditional_accuracy_mlp": "MLP classifier's accuracy on the requested label, the same samples",
     "mig": "MIG, all 5 factors, 10,000 points (as the protocol), posterior means, 20 bins",
     "factor_vae_score": "FactorVAE score, 10,000 points for the variances, 500 train / 250 eval votes of 64 "
                         "(protocol: 10,000 / 5,000)",
@@ -109,8 +116,9 @@ def metric_names(model: nn.Module) -> dict[str, str]:
     for name in getattr(model, "samplers", {}):
         key = sampler_metric_prefix(name)
         names[f"{key}_fcd"] = (f"Frechet classifier distance of 5,000 samples through the {name!r} ex-post sampler "
-                               f"(model.sample(n, sampler={name!r})) to the test images")
-        names[f"{key}_confidence"] = f"the classifier's mean top-class probability on those {name!r} samples"
+                               f"(model.sample(n, sampler={name!r})) to the test images (CNN classifier)")
+        names[f"{key}_confidence"] = f"the CNN classifier's mean top-class probability on those {name!r} samples"
+        names[f"{key}_fcd_mlp"] = f"Frechet classifier distance of those {name!r} samples (MLP classifier)"
         names[f"{key}_code_nll"] = (f"-log density of the test images' codes under the {name!r} sampler (nats per "
                                     f"code; how well it fits codes it was not fitted to)")
     return names

@@ -29,6 +29,9 @@ QUALITY_SAMPLES = 5000
 CONDITIONAL_PER_CLASS = 500
 
 
+#: The sample-quality numbers a fitted ex-post sampler's draws get on cards.
+SAMPLER_QUALITY = ("fcd", "confidence", "fcd_mlp")
+
 #: Datasets whose generative models get the sample-quality numbers (the classifier reads 28x28 digits).
 DIGIT_DATASETS = ("mnist", "mnist-full")
 
@@ -66,8 +69,8 @@ def evaluate(model: nn.Module, data: TensorData | str | Any, *, nll_samples: int
 
         metrics.update(sample_quality(model, data.x, num_samples=QUALITY_SAMPLES, seed=seed))
         if has(model, "conditional"):
-            metrics["conditional_accuracy"] = conditional_accuracy(model, CONDITIONAL_PER_CLASS, seed)[
-                "conditional_accuracy"]
+            accuracy = conditional_accuracy(model, CONDITIONAL_PER_CLASS, seed)
+            metrics.update({key: value for key, value in accuracy.items() if key.startswith("conditional_accuracy")})
     if getattr(model, "samplers", None):
         metrics.update(fitted_sampler_metrics(model, data, digits=dataset in DIGIT_DATASETS, seed=seed))
     if dataset == "dsprites":
@@ -80,7 +83,8 @@ def evaluate(model: nn.Module, data: TensorData | str | Any, *, nll_samples: int
 
 def fitted_sampler_metrics(model: nn.Module, data: TensorData, *, digits: bool, seed: int = 0) -> dict[str, float]:
     """Each fitted ex-post sampler's numbers: -log density of ``data``'s codes (where it has a density) and, on
-    digits, the sample quality of its decoded draws (``sampler_NAME_fcd``, ``sampler_NAME_confidence``)."""
+    digits, the sample quality of its decoded draws (``sampler_NAME_fcd``, ``sampler_NAME_confidence``, and the
+    position-sensitive judge's ``sampler_NAME_fcd_mlp``)."""
     from zoo.cards import sampler_metric_prefix
     from zoo.sample_quality import sample_quality
     from zoo.samplers import encode_codes
@@ -95,7 +99,7 @@ def fitted_sampler_metrics(model: nn.Module, data: TensorData, *, digits: bool, 
             metrics[f"{key}_code_nll"] = -float(log_prob.mean())
         if digits:
             quality = sample_quality(model, data.x, num_samples=QUALITY_SAMPLES, seed=seed, sampler=name)
-            metrics[f"{key}_fcd"], metrics[f"{key}_confidence"] = quality["fcd"], quality["confidence"]
+            metrics.update({f"{key}_{name}": quality[name] for name in SAMPLER_QUALITY})
     return metrics
 
 

@@ -1,4 +1,9 @@
-"""Sample quality of MNIST models, judged by the bundled evaluation classifier (:mod:`zoo.classifier`).
+"""Sample quality of MNIST models, judged by the bundled evaluation classifiers (:mod:`zoo.classifier`).
+
+Every classifier-based number is reported once per judge: the ``cnn`` (trained with 2-pixel shifts) under
+the plain name (``fcd``), the position-sensitive ``mlp`` (trained without shifts) with a suffix
+(``fcd_mlp``). Two judges of different kinds keep a number from resting on one network's blind spots:
+the CNN forgives a jittered digit, the MLP does not.
 
 - :func:`frechet_distance`: the Frechet distance between Gaussians fitted to two sets of features.
   With the classifier's 128-d penultimate features it is a "Frechet classifier distance" in the
@@ -10,6 +15,8 @@
   conditional model's samples.
 - :func:`classifier_confidence`: the mean top-class probability of samples (samples from holes in a
   latent space look like no digit in particular).
+- :func:`centre_spread`: how far the digits' centres of mass scatter, in pixels; a model trained on
+  shifted digits draws samples that scatter more than the test digits do.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from zoo.classifier import check_mnist_shaped, classify
+from zoo.classifier import DEFAULT_JUDGE, JUDGES, check_mnist_shaped, classify, metric_suffix
 from zoo.contract import has, require, sample_images
 
 LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
@@ -52,9 +59,28 @@ def sharpness(images: Tensor) -> float:
     return float(F.conv2d(x, kernel, groups=x.shape[1]).flatten(1).var(1).mean())
 
 
-def classifier_confidence(images: Tensor) -> float:
-    """Mean top-class probability the classifier gives ``images``."""
-    return _mean_confidence(classify(images)[0])
+def centres_of_mass(images: Tensor) -> Tensor:
+    """(N, 2) intensity-weighted mean (row, column) of each image's pixels (summed over channels), in pixels
+    from the top-left pixel's centre; a blank image's centre is the image's centre."""
+    mass = images.float().sum(1)
+    height, width = mass.shape[1:]
+    rows = torch.arange(height, dtype=mass.dtype, device=mass.device)
+    cols = torch.arange(width, dtype=mass.dtype, device=mass.device)
+    total = mass.sum((1, 2))[:, None]
+    moments = torch.stack([mass.sum(2) @ rows, mass.sum(1) @ cols], 1)
+    middle = torch.tensor([(height - 1) / 2, (width - 1) / 2], dtype=mass.dtype, device=mass.device)
+    return torch.where(total > 0, moments / total.clamp_min(1e-12), middle)
+
+
+def centre_spread(images: Tensor) -> float:
+    """The standard deviation of the images' centres of mass along each axis, averaged over the two axes
+    (pixels): how much the digits' positions scatter."""
+    return float(centres_of_mass(images).std(0).mean())
+
+
+def classifier_confidence(images: Tensor, judge: str = DEFAULT_JUDGE) -> float:
+    """Mean top-class probability the classifier ``judge`` gives ``images``."""
+    return _mean_confidence(classify(images, judge=judge)[0])
 
 
 def _mean_confidence(logits: Tensor) -> float:
@@ -84,9 +110,10 @@ def balanced_labels(n: int, num_classes: int) -> Tensor:
 
 def sample_quality(model: nn.Module, real: Tensor, num_samples: int = 5000, seed: int = 0,
                    sampler: str | None = None) -> dict[str, float]:
-    """Frechet classifier distance of ``num_samples`` samples (from the prior, or through the fitted ex-post
-    ``sampler``) to the ``real`` images, their sharpness and the real images' sharpness, and the classifier's
-    mean confidence on the samples.
+    """Per judge, the Frechet classifier distance of ``num_samples`` samples (from the prior, or through the
+    fitted ex-post ``sampler``) to the ``real`` images and the classifier's mean confidence on the samples
+    (``fcd``, ``confidence``; ``fcd_mlp``, ``confidence_mlp``); the samples' sharpness and centre spread, and
+    the real images' for comparison.
 
     Conditional models are sampled with balanced labels, so their samples match the class mix of a
     balanced test set."""
@@ -94,18 +121,29 @@ def sample_quality(model: nn.Module, real: Tensor, num_samples: int = 5000, seed
     classes = model.num_classes if has(model, "conditional") and sampler is None else 0
     samples = draw_samples(model, num_samples, y=balanced_labels(num_samples, classes) if classes else None,
                            seed=seed, sampler=sampler)
-    logits, fake_features = classify(samples)
-    _, real_features = classify(real)
-    return {"fcd": frechet_distance(real_features, fake_features), "sharpness": sharpness(samples),
-            "sharpness_real": sharpness(real), "confidence": _mean_confidence(logits)}
+    metrics = {"sharpness": sharpness(samples), "sharpness_real": sharpness(real),
+               "centre_spread": centre_spread(samples), "centre_spread_real": centre_spread(real)}
+    for judge in JUDGES:
+        logits, fake_features = classify(samples, judge=judge)
+        _, real_features = classify(real, judge=judge)
+        suffix = metric_suffix(judge)
+        metrics[f"fcd{suffix}"] = frechet_distance(real_features, fake_features)
+        metrics[f"confidence{suffix}"] = _mean_confidence(logits)
+    return metrics
 
 
 def conditional_accuracy(model: nn.Module, per_class: int = 500, seed: int = 0) -> dict[str, Any]:
-    """Accuracy of the classifier on the labels a conditional model was asked for: overall and per class."""
+    """Per judge, the accuracy of the classifier on the labels a conditional model was asked for, overall
+    (``conditional_accuracy``, ``conditional_accuracy_mlp``) and per class (``per_class``, ``per_class_mlp``),
+    on one set of samples."""
     require(model, "conditional", "the conditional accuracy")
     classes = model.num_classes
     labels = balanced_labels(per_class * classes, classes)
-    logits, _ = classify(draw_samples(model, len(labels), y=labels, seed=seed))
-    correct = (logits.argmax(1) == labels).float()
-    per_label = [float(correct[labels == k].mean()) for k in range(classes)]
-    return {"conditional_accuracy": float(correct.mean()), "per_class": per_label}
+    samples = draw_samples(model, len(labels), y=labels, seed=seed)
+    result: dict[str, Any] = {}
+    for judge in JUDGES:
+        correct = (classify(samples, judge=judge)[0].argmax(1) == labels).float()
+        suffix = metric_suffix(judge)
+        result[f"conditional_accuracy{suffix}"] = float(correct.mean())
+        result[f"per_class{suffix}"] = [float(correct[labels == k].mean()) for k in range(classes)]
+    return result
