@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -113,8 +114,9 @@ def eval_command(recipe: Recipe) -> str:
 
 
 def training_section(card: str) -> dict[str, str]:
-    """The "## Training" bullets of an existing card (what the training run recorded)."""
-    block = card.split("\n## Training\n", 1)[1].split("\nMade with", 1)[0]
+    """The "## Training" bullets of an existing card (what the training run recorded), up to the next section
+    (a card with fitted samplers lists them in a section of their own)."""
+    block = re.split(r"\n## |\nMade with", card.split("\n## Training\n", 1)[1], maxsplit=1)[0]
     pairs = (line[2:].split(": ", 1) for line in block.splitlines() if line.startswith("- "))
     return {key: value for key, value in pairs}
 

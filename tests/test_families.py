@@ -224,6 +224,7 @@ def test_families_page_compares_each_family_with_the_vae_on_the_same_digits(tmp_
     comparison = [line for line in text.splitlines() if line.startswith("| `iwae-mnist` | Burda")]
     assert len(comparison) == 1 and any(f"**{v}**" in comparison[0] for v in ("agrees", "disagrees", "undecided"))
     assert "kept by hand" in text and "40 test digits" in text and text.count("<!-- discussion -->") == 1
+    assert "| MLP FCD | confidence | centre spread |" in text
     dsprites = text.split("## The disentangling families side by side (dSprites)")[1].split("<!-- discussion -->")[0]
     assert {"vae-dsprites", "beta-vae-dsprites", "beta-tcvae-dsprites"} <= set(rows)
     finding = [line for line in dsprites.splitlines() if line.startswith("- `beta-tcvae-dsprites`")]
@@ -384,6 +385,6 @@ def test_families_page_sets_every_fitted_sampler_beside_the_own_priors():
     fitted = {(r["name"], r["sampler"]) for r in rows}
     assert {("ae-mnist", f"`{s}`") for s in ("gaussian", "gmm", "flow", "two-stage")} <= fitted
     assert {("rae-mnist", "`gmm`"), ("vq-vae-mnist", "`pixelcnn`"), ("vae-mnist", "its own prior")} <= fitted
-    assert all(r["fcd"] is not None and r["confidence"] is not None for r in rows)
+    assert all(r["fcd"] is not None and r["fcd_mlp"] is not None and r["confidence"] is not None for r in rows)
     assert all(r["code_nll"] is None for r in rows if r["sampler"] in ("`two-stage`", "its own prior"))
     assert "| `vq-vae-mnist` | `pixelcnn` |" in render_samplers(rows)
