@@ -81,7 +81,7 @@ JUDGES = {
 DEFAULT_JUDGE = "cnn"
 
 
-def judge(name: str) -> Judge:
+def get_judge(name: str) -> Judge:
     """The judge called ``name``; an unknown name is a ValueError that lists the judges."""
     if name not in JUDGES:
         raise ValueError(f"unknown evaluation classifier {name!r}; the zoo has {', '.join(sorted(JUDGES))}")
@@ -98,7 +98,7 @@ def _load(name: str, device: str) -> tuple[DigitClassifier, dict[str, str]]:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    spec = judge(name)
+    spec = get_judge(name)
     if not spec.weights.is_file():
         raise FileNotFoundError(f"the {name!r} evaluation classifier's weights are missing: {spec.weights} (rebuild "
                                 f"them with `python -m zoo_model_cards.make_classifier --judge {name}`)")

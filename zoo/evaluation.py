@@ -27,10 +27,9 @@ CARD_TOLERANCE = 0.01
 #: Samples drawn for the sample-quality numbers, and per class for the conditional accuracy.
 QUALITY_SAMPLES = 5000
 CONDITIONAL_PER_CLASS = 500
-
-
 #: The sample-quality numbers a fitted ex-post sampler's draws get on cards.
 SAMPLER_QUALITY = ("fcd", "confidence", "fcd_mlp")
+
 
 #: Datasets whose generative models get the sample-quality numbers (the classifier reads 28x28 digits).
 DIGIT_DATASETS = ("mnist", "mnist-full")
@@ -99,7 +98,7 @@ def fitted_sampler_metrics(model: nn.Module, data: TensorData, *, digits: bool, 
             metrics[f"{key}_code_nll"] = -float(log_prob.mean())
         if digits:
             quality = sample_quality(model, data.x, num_samples=QUALITY_SAMPLES, seed=seed, sampler=name)
-            metrics.update({f"{key}_{name}": quality[name] for name in SAMPLER_QUALITY})
+            metrics.update({f"{key}_{metric}": quality[metric] for metric in SAMPLER_QUALITY})
     return metrics
 
 
