@@ -80,10 +80,11 @@ def centre_spread(images: Tensor) -> float:
 
 def classifier_confidence(images: Tensor, judge: str = DEFAULT_JUDGE) -> float:
     """Mean top-class probability the classifier ``judge`` gives ``images``."""
-    return _mean_confidence(classify(images, judge=judge)[0])
+    return mean_confidence(classify(images, judge=judge)[0])
 
 
-def _mean_confidence(logits: Tensor) -> float:
+def mean_confidence(logits: Tensor) -> float:
+    """Mean top-class probability of a judge's ``logits`` (for images already classified)."""
     return float(logits.softmax(1).max(1).values.mean())
 
 
@@ -128,7 +129,7 @@ def sample_quality(model: nn.Module, real: Tensor, num_samples: int = 5000, seed
         _, real_features = classify(real, judge=judge)
         suffix = metric_suffix(judge)
         metrics[f"fcd{suffix}"] = frechet_distance(real_features, fake_features)
-        metrics[f"confidence{suffix}"] = _mean_confidence(logits)
+        metrics[f"confidence{suffix}"] = mean_confidence(logits)
     return metrics
 
 

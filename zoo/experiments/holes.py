@@ -9,7 +9,7 @@ import torch
 from zoo.data import load_dataset
 from zoo.experiments.report import ExperimentResult
 from zoo.pictures import save_grid
-from zoo.sample_quality import classifier_confidence, frechet_distance, sharpness
+from zoo.sample_quality import frechet_distance, mean_confidence, sharpness
 
 CLAIM = ("Decoding random points from N(0, I) through a plain autoencoder gives images that are no digit in "
          "particular (its latent space has holes), while a VAE, whose KL term fills N(0, I), decodes them to "
@@ -36,13 +36,13 @@ def run(out: Path, quick: bool = False) -> ExperimentResult:
     }
     for name in ae.samplers:  # the ex-post samplers bundled with ae-mnist, fitted to its training codes
         images[f"ae-mnist, z ~ {name} sampler fitted to its training codes"] = prior_samples(ae, n, sampler=name)
-    _, real = classify(test)
+    real_logits, real = classify(test)
     _, real_mlp = classify(test, judge="mlp")
-    numbers: dict[str, float] = {"test digits: classifier confidence": classifier_confidence(test)}
+    numbers: dict[str, float] = {"test digits: classifier confidence": mean_confidence(real_logits)}
     pictures = []
     for i, (label, x) in enumerate(images.items()):
-        _, feats = classify(x)
-        numbers[f"{label}: classifier confidence"] = classifier_confidence(x)
+        logits, feats = classify(x)
+        numbers[f"{label}: classifier confidence"] = mean_confidence(logits)
         numbers[f"{label}: Frechet classifier distance"] = frechet_distance(real, feats)
         numbers[f"{label}: Frechet classifier distance (MLP judge)"] = frechet_distance(
             real_mlp, classify(x, judge="mlp")[1])
