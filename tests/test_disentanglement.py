@@ -250,3 +250,24 @@ def test_all_scores_of_an_untrained_conv_vae_on_dsprites():
     assert dsprites.observations(factors).shape == (4, 1, 64, 64)
     with pytest.raises(ValueError, match="not both"):
         disentanglement_scores(model, quick=True, fraction=0.5)
+
+
+def test_dsprites_with_fixed_factors_is_a_data_set_of_the_others():
+    from zoo.dsprites import render
+
+    data = DSpritesFactors({"shape": 1, "orientation": 5}, size=32)
+    assert data.factor_names == ("scale", "pos_x", "pos_y") and data.factor_sizes == (6, 32, 32)
+    factors = data.sample_factors(20, torch.Generator().manual_seed(0))
+    full = torch.stack([torch.full((20,), 1), factors[:, 0], torch.full((20,), 5), factors[:, 1], factors[:, 2]], 1)
+    assert torch.equal(data.observations(factors), render(full, 32))
+    perfect = mig(data, lambda x: _centroid_code(x), num_points=2000)  # position read off the pixels
+    assert perfect["factors"] == ["scale", "pos_x", "pos_y"] and perfect["per_factor_gap"]["pos_x"] > 0.6
+    with pytest.raises(ValueError, match="factor 'shape' takes indices 0 to 2, not 3"):
+        DSpritesFactors({"shape": 3})
+
+
+def _centroid_code(x: Tensor) -> Tensor:
+    """A code of (mean column, mean row, lit area) of each image: position and scale, each in its own latent."""
+    grid = torch.arange(x.shape[-1], dtype=torch.float32)
+    area = x.sum((1, 2, 3))
+    return torch.stack([(x.sum((1, 2)) * grid).sum(1) / area, (x.sum((1, 3)) * grid).sum(1) / area, area], 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from zoo.data import load_dataset
@@ -80,3 +81,61 @@ def test_load_dataset_streams_training_and_holds_fixed_test_rows():
     test_a, test_b = load_dataset("dsprites", "test"), load_dataset("dsprites", "test")
     assert test_a.x.shape == (1000, 1, 64, 64) and torch.equal(test_a.x, test_b.x)
     assert load_dataset("dsprites", "val").x.shape == (500, 1, 64, 64)
+
+
+def test_a_smaller_image_is_the_same_scene_at_a_lower_resolution():
+    def centroid(img):  # (1, H, W) -> (x, y) of the lit pixels' centres
+        rows, cols = img[0].nonzero(as_tuple=True)
+        return torch.tensor([float(cols.float().mean()) + 0.5, float(rows.float().mean()) + 0.5])
+
+    chosen = index_to_factors(torch.randint(0, 737_280, (50,), generator=torch.Generator().manual_seed(1)))
+    large, small = render(chosen), render(chosen, size=32)
+    assert small.shape == (50, 1, 32, 32) and set(small.unique().tolist()) <= {0.0, 1.0}
+    for big, little in zip(large, small, strict=True):
+        assert (centroid(big) / 2 - centroid(little)).abs().max() < 0.6  # pixel centres: positions halve
+        assert abs(float(little.sum()) * 4 / float(big.sum()) - 1) < 0.35  # areas quarter
+
+
+def test_rendering_without_indexing_by_shape_gives_the_same_pixels():
+    from zoo.dsprites import _inside, inside_by_shape
+
+    generator = torch.Generator().manual_seed(2)
+    shapes = torch.randint(3, (300,), generator=generator)
+    u, v = (torch.rand(2, 300, 16, 16, generator=generator) * 2.4 - 1.2).unbind(0)  # points in and around outlines
+    by_shape = inside_by_shape(shapes, u, v)
+    assert 0.2 < float(by_shape.float().mean()) < 0.8
+    for shape in range(3):
+        rows = shapes == shape
+        assert torch.equal(by_shape[rows], _inside(shape, u[rows], v[rows]))
+
+
+def test_fixed_factors_pick_their_rows_and_bad_ones_are_named():
+    from zoo.dsprites import check_fixed_factors, fixed_factor_indices
+
+    rows = fixed_factor_indices({"shape": 0, "orientation": 0})
+    assert len(rows) == 6 * 32 * 32
+    chosen = index_to_factors(rows)
+    assert (chosen[:, 0] == 0).all() and (chosen[:, 2] == 0).all() and len(torch.unique(chosen, dim=0)) == len(rows)
+    with pytest.raises(ValueError, match=r"unknown dSprites factor\(s\) \['colour'\]"):
+        check_fixed_factors({"colour": 1})
+    with pytest.raises(ValueError, match="factor 'scale' takes indices 0 to 5, not 6"):
+        check_fixed_factors({"scale": 6})
+
+
+def test_a_continuous_stream_draws_between_the_grid_values_and_repeats_for_a_seed():
+    from zoo.dsprites import ContinuousDSprites
+
+    stream = ContinuousDSprites({"shape": 2, "orientation": 10}, size=32)
+    assert len(stream) == 6 * 32 * 32 and stream.num_batches(64) == 96 and stream.input_shape == (1, 32, 32)
+    factors = stream.draw_factors(2000, torch.Generator().manual_seed(0))
+    assert (factors[:, 0] == 2).all() and (factors[:, 2] == 10).all()
+    for column, top in ((1, 5), (3, 31), (4, 31)):  # scale and position: anywhere in their range, off the grid
+        values = factors[:, column]
+        assert values.min() >= 0 and values.max() <= top and (values != values.round()).float().mean() > 0.99
+        assert abs(float(values.mean()) - top / 2) < 0.05 * top
+    first = next(stream.batches(16, generator=torch.Generator().manual_seed(3)))[0]
+    again = next(stream.batches(16, generator=torch.Generator().manual_seed(3)))[0]
+    assert first.shape == (16, 1, 32, 32) and torch.equal(first, again)
+    assert sum(1 for _ in stream.batches(1000, drop_last=True)) == 6
+    with pytest.raises(ValueError, match="only .* can vary continuously, not \\['shape'\\]"):
+        ContinuousDSprites(continuous=("shape",))

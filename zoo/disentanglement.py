@@ -40,7 +40,7 @@ Where the port departs from disentanglement_lib, on purpose:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -48,7 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.contract import posterior_of
-from zoo.dsprites import FACTOR_NAMES, FACTOR_SIZES, render
+from zoo.dsprites import FACTOR_NAMES, FACTOR_SIZES, check_fixed_factors, render
 
 #: Observations -> codes (n, D): the representation a metric scores.
 Representation = Callable[[Tensor], Tensor]
@@ -82,16 +82,30 @@ class FactorData(Protocol):
 
 
 class DSpritesFactors:
-    """dSprites' five factors (shape, scale, orientation, pos_x, pos_y) and their rendered images (n, 1, 64, 64)."""
+    """dSprites' factors (shape, scale, orientation, pos_x, pos_y) and their rendered images (n, 1, size, size).
 
-    factor_sizes: tuple[int, ...] = FACTOR_SIZES
-    factor_names: tuple[str, ...] = FACTOR_NAMES
+    ``fixed`` holds some factors at one index (``{"shape": 0, "orientation": 0}``: squares that do not
+    turn); the metrics then see only the others, as a data set with fewer factors. ``size`` renders
+    smaller images of the same grid (:func:`zoo.dsprites.render`).
+    """
+
+    def __init__(self, fixed: Mapping[str, int] | None = None, size: int = 64) -> None:
+        self.fixed = dict(fixed or {})
+        check_fixed_factors(self.fixed)
+        self.size = size
+        self._free = [i for i, name in enumerate(FACTOR_NAMES) if name not in self.fixed]
+        self.factor_names: tuple[str, ...] = tuple(FACTOR_NAMES[i] for i in self._free)
+        self.factor_sizes: tuple[int, ...] = tuple(FACTOR_SIZES[i] for i in self._free)
 
     def sample_factors(self, n: int, generator: torch.Generator) -> Tensor:
         return torch.stack([torch.randint(size, (n,), generator=generator) for size in self.factor_sizes], dim=1)
 
     def observations(self, factors: Tensor) -> Tensor:
-        return render(factors)
+        full = torch.zeros(len(factors), len(FACTOR_NAMES), dtype=torch.long)
+        full[:, self._free] = factors
+        for name, value in self.fixed.items():
+            full[:, FACTOR_NAMES.index(name)] = value
+        return render(full, self.size)
 
 
 def posterior_mean(model: nn.Module, device: torch.device | str | None = None, batch_size: int = 512) -> Representation:

@@ -7,6 +7,13 @@ orientation, scale, shape). A pixel is 1 when its centre lies inside the sprite'
 (square, 2:1 ellipse, implicit heart curve), tested for whole batches at once in torch, so nothing is
 downloaded and the full set never sits in memory.
 
+For experiments a CPU can afford, the same grid renders at a smaller ``size`` (the geometry scales with
+it: a 32x32 image is the 64x64 one at half the resolution) and a subset holds some factors fixed
+(:func:`fixed_factor_indices`), e.g. squares at orientation 0, whose only factors are scale and position.
+Such a subset is small (6,144 images), a set a model could memorise; :class:`ContinuousDSprites` draws
+scale and position anywhere between the grid's values, so that no finite set of images is there to be
+memorised.
+
 The outlines and the position range are this module's own rendering, not the DeepMind PNGs: the
 factor grid is the same, the pixels are close to but not identical with the original file.
 """
@@ -14,7 +21,7 @@ factor grid is the same, the pixels are close to but not identical with the orig
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -66,49 +73,65 @@ def _inside(shape: int, u: Tensor, v: Tensor) -> Tensor:
     return (x.pow(2) + y.pow(2) - 1).pow(3) - x.pow(2) * y.pow(3) <= 0
 
 
-def render(factors: Tensor) -> Tensor:
-    """Images (N, 1, 64, 64) in {0, 1} for factor indices (N, 5)."""
+def render(factors: Tensor, size: int = SIZE) -> Tensor:
+    """Images (N, 1, size, size) in {0, 1} for factor indices (N, 5), on the factors' device.
+
+    ``size`` other than 64 scales the sprite and its range of positions with the image, so every
+    factor keeps its meaning (at 32 a position step is 0.65 px instead of 1.3)."""
     values = factor_values(factors)
-    grid = torch.arange(SIZE, dtype=torch.float32) + 0.5
+    zoom = size / SIZE
+    grid = torch.arange(size, dtype=torch.float32, device=factors.device) + 0.5
     py, px = grid[None, :, None], grid[None, None, :]  # image rows go down
     theta = values["orientation"][:, None, None]
-    radius = (BASE_RADIUS * values["scale"])[:, None, None]
-    cx = (MARGIN + values["pos_x"] * (SIZE - 2 * MARGIN))[:, None, None]
-    cy = (MARGIN + values["pos_y"] * (SIZE - 2 * MARGIN))[:, None, None]
+    radius = (BASE_RADIUS * zoom * values["scale"])[:, None, None]
+    margin = MARGIN * zoom
+    cx = (margin + values["pos_x"] * (size - 2 * margin))[:, None, None]
+    cy = (margin + values["pos_y"] * (size - 2 * margin))[:, None, None]
     dx, dy = (px - cx) / radius, (cy - py) / radius  # offsets with y up
     u = dx * torch.cos(theta) + dy * torch.sin(theta)  # rotate by -theta into the sprite frame
     v = -dx * torch.sin(theta) + dy * torch.cos(theta)
-    images = torch.zeros(len(factors), SIZE, SIZE, dtype=torch.bool)
-    for shape in range(len(SHAPES)):
+    if factors.device.type != "cpu":
+        return inside_by_shape(values["shape"], u, v).unsqueeze(1).float()
+    images = torch.zeros(len(factors), size, size, dtype=torch.bool)
+    for shape in range(len(SHAPES)):  # each sprite tested against its own outline only
         rows = values["shape"] == shape
         if rows.any():
             images[rows] = _inside(shape, u[rows], v[rows])
     return images.unsqueeze(1).float()
 
 
+def inside_by_shape(shapes: Tensor, u: Tensor, v: Tensor) -> Tensor:
+    """Pixels inside each sprite's outline without indexing by the data: every outline is tested and the
+    sprite's own chosen, so the work does not depend on the values and a GPU renders it inside a CUDA
+    graph (no host sync). :func:`render` uses it off the CPU, where the extra work costs nothing."""
+    shape = shapes[:, None, None]
+    return torch.where(shape == 0, _inside(0, u, v), torch.where(shape == 1, _inside(1, u, v), _inside(2, u, v)))
+
+
 class DSprites:
     """The dataset as a batch source for ``zoo.train`` (duck-types ``zoo.data.TensorData``'s batching).
 
-    ``indices`` restricts it to a subset of the 737,280 rows (default: all). Batches are rendered
-    when drawn; ``factors(i)`` gives the ground-truth factors for metrics.
+    ``indices`` restricts it to a subset of the 737,280 rows (default: all), ``size`` sets the image
+    size (default 64). Batches are rendered on ``device`` when drawn.
     """
 
     y = None
-    input_shape = (1, SIZE, SIZE)
 
-    def __init__(self, indices: Tensor | None = None, device: torch.device | str = "cpu") -> None:
+    def __init__(self, indices: Tensor | None = None, device: torch.device | str = "cpu", size: int = SIZE) -> None:
         total = math.prod(FACTOR_SIZES)
         self.indices = torch.arange(total) if indices is None else indices.long()
         self.device = torch.device(device)
+        self.size = size
+        self.input_shape = (1, size, size)
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def to(self, device: torch.device | str) -> DSprites:
-        return DSprites(self.indices, device)
+        return DSprites(self.indices, device, self.size)
 
     def images(self, rows: Tensor) -> Tensor:
-        return render(index_to_factors(self.indices[rows])).to(self.device)
+        return render(index_to_factors(self.indices[rows]).to(self.device), self.size)
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         n = len(self)
@@ -122,7 +145,92 @@ class DSprites:
             yield (self.images(order[start:start + batch_size]),)
 
 
+def fixed_factor_indices(fixed: Mapping[str, int]) -> Tensor:
+    """The rows (original order) whose factors named in ``fixed`` take the given indices, e.g.
+    ``{"shape": 0, "orientation": 0}``: the 6,144 squares at orientation 0."""
+    check_fixed_factors(fixed)
+    factors = index_to_factors(torch.arange(math.prod(FACTOR_SIZES)))
+    keep = torch.ones(len(factors), dtype=torch.bool)
+    for name, value in fixed.items():
+        keep &= factors[:, FACTOR_NAMES.index(name)] == value
+    return keep.nonzero().squeeze(1)
+
+
+def check_fixed_factors(fixed: Mapping[str, int]) -> None:
+    """ValueError naming the problem when ``fixed`` names an unknown factor or an index out of its range."""
+    unknown = sorted(set(fixed) - set(FACTOR_NAMES))
+    if unknown:
+        raise ValueError(f"unknown dSprites factor(s) {unknown}; the factors are {FACTOR_NAMES}")
+    for name, value in fixed.items():
+        size = FACTOR_SIZES[FACTOR_NAMES.index(name)]
+        if not 0 <= value < size:
+            raise ValueError(f"factor {name!r} takes indices 0 to {size - 1}, not {value}")
+
+
 def sample_subset(n: int, seed: int = 0) -> DSprites:
     """A fixed random subset of ``n`` rows (for evaluation), the same for a given seed."""
     total = math.prod(FACTOR_SIZES)
     return DSprites(torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n])
+
+
+#: The factors that vary continuously in the real world of dSprites: scale and position (shape is a
+#: category; orientation is left on the grid, where the symmetries of square and ellipse are exact).
+CONTINUOUS_FACTORS = ("scale", "pos_x", "pos_y")
+
+
+class ContinuousDSprites:
+    """A stream of dSprites images with ``continuous`` factors drawn uniformly over their whole range (between
+    the grid's values too) and the others on the grid; ``fixed`` factors hold one index.
+
+    A batch source for ``zoo.train`` like :class:`DSprites`: an "epoch" is ``length`` fresh draws (default:
+    as many as the grid of the free factors holds), drawn from the trainer's generator, so a seed fixes the
+    stream and a resumed run draws the same batches.
+    """
+
+    y = None
+
+    def __init__(self, fixed: Mapping[str, int] | None = None, size: int = SIZE,
+                 continuous: Sequence[str] = CONTINUOUS_FACTORS, length: int | None = None,
+                 device: torch.device | str = "cpu") -> None:
+        self.fixed = dict(fixed or {})
+        check_fixed_factors(self.fixed)
+        unknown = sorted(set(continuous) - set(CONTINUOUS_FACTORS))
+        if unknown:
+            raise ValueError(f"only {CONTINUOUS_FACTORS} can vary continuously, not {unknown}")
+        self.continuous = tuple(continuous)
+        self.size = size
+        self.input_shape = (1, size, size)
+        free = [s for name, s in zip(FACTOR_NAMES, FACTOR_SIZES, strict=True) if name not in self.fixed]
+        self.length = math.prod(free) if length is None else length
+        self.device = torch.device(device)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def to(self, device: torch.device | str) -> ContinuousDSprites:
+        return ContinuousDSprites(self.fixed, self.size, self.continuous, self.length, device)
+
+    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
+        return self.length // batch_size if drop_last else -(-self.length // batch_size)
+
+    def draw_factors(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """(n, 5) float factor "indices": fixed ones as given, continuous ones uniform on [0, size - 1]."""
+        columns = []
+        for name, size in zip(FACTOR_NAMES, FACTOR_SIZES, strict=True):
+            if name in self.fixed:
+                columns.append(torch.full((n,), float(self.fixed[name])))
+            elif name in self.continuous:
+                columns.append(torch.rand(n, generator=generator) * (size - 1))
+            else:
+                columns.append(torch.randint(size, (n,), generator=generator).float())
+        return torch.stack(columns, dim=1)
+
+    def batches(self, batch_size: int, *, shuffle: bool = True, generator: torch.Generator | None = None,
+                drop_last: bool = False) -> Iterator[tuple[Tensor]]:
+        """``len(self)`` fresh images in batches; ``shuffle`` is ignored (every draw is random), and an
+        unseeded call (no ``generator``) draws from a fixed seed, as a fixed set for pictures would be."""
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        stop = self.length - self.length % batch_size if drop_last else self.length
+        for start in range(0, stop, batch_size):
+            n = min(batch_size, stop - start)
+            yield (render(self.draw_factors(n, generator).to(self.device), self.size),)
