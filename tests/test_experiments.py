@@ -147,7 +147,11 @@ def test_beta_sweep_reconstruction_worsens_with_beta(tmp_path):
     assert bce[0] < bce[-1]
     assert all(0 <= result.numbers[f"beta={b}: MIG"] <= 1 for b in (1, 2, 4, 8))
     assert {"beta-TCVAE (beta=6): MIG", "FactorVAE (gamma=10): MIG"} <= set(result.numbers)
-    # Nothing disentangles in 60 steps: the run says that it cannot decide, and why.
+    for b in (1, 8):  # every setting with two seeds: the mean, the spread and each seed's number
+        per_seed = result.numbers[f"beta={b}: MIG, per seed"]
+        assert len(per_seed) == 2 and result.numbers[f"beta={b}: MIG"] == pytest.approx(sum(per_seed) / 2)
+        assert result.numbers[f"beta={b}: MIG, sd over seeds"] >= 0
+    # Nothing disentangles in 150 steps: the run says that it cannot decide, and why.
     assert max(result.numbers[f"beta={b}: MIG"] for b in (1, 2, 4, 8)) < 0.05
     assert result.holds is None and result.verdict.startswith("Undecided: budget.")
     check_written(result, tmp_path / "beta-disentanglement")
@@ -163,3 +167,25 @@ def test_cli_lists_every_experiment_with_its_claim(capsys):
     out = capsys.readouterr().out
     for name in EXPERIMENTS:
         assert name in out
+
+
+def test_the_beta_verdict_weighs_the_rise_in_mig_against_the_spread_over_seeds():
+    from zoo.experiments.beta_sweep import beta_verdict
+
+    def numbers(migs: dict[float, list[float]], bces=(10.0, 11.0, 12.0, 13.0)):
+        bce = {f"beta={b:g}: reconstruction BCE (nats)": [value] * 3 for b, value in zip(migs, bces, strict=True)}
+        return {**{f"beta={b:g}: MIG": m for b, m in migs.items()}, **bce}
+
+    clear = {1.0: [0.10, 0.12, 0.11], 2.0: [0.2] * 3, 4.0: [0.30, 0.33, 0.31], 8.0: [0.35, 0.36, 0.40]}
+    holds, text = beta_verdict(numbers(clear), 6000)
+    assert holds is True and text.startswith("MIG rises with beta beyond the spread over seeds. Means over 3 seeds")
+    assert "beta = 4 minus beta = 1, paired over seeds: +0.203 ± 0.003" in text
+    assert beta_verdict(numbers(clear, bces=(10.0, 12.0, 11.0, 13.0)), 6000)[0] is False  # sharper at beta = 4
+    noisy = {1.0: [0.10, 0.30, 0.11], 2.0: [0.2] * 3, 4.0: [0.30, 0.12, 0.31], 8.0: [0.35, 0.12, 0.40]}
+    holds, text = beta_verdict(numbers(noisy), 6000)
+    assert holds is None and text.startswith("Undecided: seeds. MIG is higher at beta = 4 and 8")
+    falling = {1.0: [0.30] * 3, 2.0: [0.2] * 3, 4.0: [0.10, 0.12, 0.11], 8.0: [0.10] * 3}
+    assert beta_verdict(numbers(falling), 6000)[1].startswith("MIG does NOT rise with beta")
+    flat = {b: [0.01, 0.02, 0.03] for b in (1.0, 2.0, 4.0, 8.0)}
+    holds, text = beta_verdict(numbers(flat), 150)
+    assert holds is None and text.startswith("Undecided: budget. No beta's MIG lies above 0.05 (the low end")

@@ -35,9 +35,9 @@ def unit_range_checked(*datasets: Tensor) -> Iterator[bool]:
     """Check ``datasets`` once; if all lie in [0, 1], Bernoulli losses inside the block skip their
     per-batch check (a reduction and a host sync every step) because it cannot fail. Otherwise nothing
     changes: the per-batch check still raises for a Bernoulli model, and others do not care. Yields
-    whether the check is skipped."""
-    skip = all(in_unit_range(x) for x in datasets)
-    token = _CHECKED_IN_RANGE.set(_CHECKED_IN_RANGE.get() or skip)
+    whether the check is skipped (also when an enclosing block has checked its data already)."""
+    skip = _CHECKED_IN_RANGE.get() or all(in_unit_range(x) for x in datasets)  # checked already: no sync
+    token = _CHECKED_IN_RANGE.set(skip)
     try:
         yield skip
     finally:

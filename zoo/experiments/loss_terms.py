@@ -9,7 +9,7 @@ import torch
 
 from zoo.data import TensorData, load_dataset
 from zoo.experiments.loop import train_with_loss, weighted_elbo
-from zoo.experiments.report import ExperimentResult
+from zoo.experiments.report import ExperimentResult, paired_difference, seed_statistics
 
 CLAIM = ("With the reconstruction term alone, a 2-D latent space separates the digits but spreads them over "
          "an arbitrary region with gaps between classes; with the KL term alone every code sits on the prior "
@@ -43,12 +43,6 @@ def training_reconstruction(model: torch.nn.Module, fit: TensorData) -> float:
     return float(model.reconstruction_nll(fit.x, model.encode(fit.x).mode()).mean())
 
 
-def paired_difference(a: list[float], b: list[float]) -> tuple[float, float]:
-    """Mean and standard error over seeds of a - b (the same seeds)."""
-    diff = np.asarray(a) - np.asarray(b)
-    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
-
-
 def run(out: Path, quick: bool = False) -> ExperimentResult:
     import zoo
     from zoo.pictures import save_latent_scatter
@@ -70,11 +64,7 @@ def run(out: Path, quick: bool = False) -> ExperimentResult:
                 save_latent_scatter(model, test, out / file, title=f"{label}: test means (seed {seed})")
                 pictures.append((file, f"{label}: posterior means of the 1,000 test digits, coloured by label, "
                                        f"seed {seed}"))
-    numbers: dict[str, float | list[float]] = {}
-    for key, values in per_seed.items():
-        numbers[key] = float(np.mean(values))
-        numbers[f"{key}, sd over seeds"] = float(np.std(values, ddof=1))
-        numbers[f"{key}, per seed"] = values
+    numbers = seed_statistics(per_seed)
     recon, kl, both = SETTINGS
     acc = {k: numbers[f"{k}: 5-NN label accuracy from mu"] for k in SETTINGS}
     spread = {k: numbers[f"{k}: mean |mu|"] for k in SETTINGS}

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from zoo.folder import atomic_write
 
 #: The verdict on a claim, in words.
@@ -78,3 +80,20 @@ def _fmt(value: Any) -> str:
     if isinstance(value, list):
         return ", ".join(_fmt(v) for v in value)
     return str(value)
+
+
+def seed_statistics(per_seed: dict[str, list[float]]) -> dict[str, float | list[float]]:
+    """For each quantity measured once per seed: its mean, its standard deviation over the seeds (``KEY, sd
+    over seeds``) and the values themselves (``KEY, per seed``), the rows a report's table shows."""
+    numbers: dict[str, float | list[float]] = {}
+    for key, values in per_seed.items():
+        numbers[key] = float(np.mean(values))
+        numbers[f"{key}, sd over seeds"] = float(np.std(values, ddof=1))
+        numbers[f"{key}, per seed"] = list(values)
+    return numbers
+
+
+def paired_difference(a: list[float], b: list[float]) -> tuple[float, float]:
+    """Mean and standard error over seeds of a - b (the same seeds)."""
+    diff = np.asarray(a) - np.asarray(b)
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
