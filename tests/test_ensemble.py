@@ -77,6 +77,8 @@ def test_the_standard_protocol_script_trains_measures_and_reports_on_a_cpu(tmp_p
     assert "**Verdict: the claim undecided in this measurement.** Undecided: budget." in report
     with pytest.raises(ValueError, match=r"include them \(got \[1.0, 2.0\]\)"):
         main(["--out", str(tmp_path), "--betas", "1", "2", "--steps", "1", "--device", "cpu"])
+    with pytest.raises(ValueError, match=r"give at least two seeds \(got \[3\]\)"):
+        main(["--out", str(tmp_path), "--seeds", "3", "--steps", "1", "--device", "cpu"])
 
 
 @pytest.mark.gpu

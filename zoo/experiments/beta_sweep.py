@@ -43,8 +43,9 @@ TC_MODELS = (("beta-TCVAE (beta=6)", "beta-tcvae", {"beta": 6.0}),
 #: speak to the claim: "undecided: budget".
 MIG_FLOOR = 0.05
 MIG_KEY, BCE_KEY = "MIG", "reconstruction BCE (nats)"
-#: How much of each factor's information its best latent holds (normalised MI, mean over the factors): high
-#: with a low MIG, the factors are encoded but spread over several latents; low, they are hardly encoded.
+#: How much of each factor's information its best latent holds (normalised MI, mean over the factors). Low, no
+#: single latent holds much of a factor: the factor is spread over several latents, or hardly encoded at all
+#: (the reconstruction error tells which); high with a low MIG, two latents hold the same factor.
 BEST_KEY = "best latent's normalised MI (mean over factors)"
 
 
@@ -118,10 +119,10 @@ def beta_verdict(per_seed: dict[str, list[float]], steps: int,
     wording, with the total-correlation models' standing where they were trained.
 
     Undecided (budget) when no beta's mean MIG lies above :data:`MIG_FLOOR` by two standard errors over the
-    seeds; otherwise MIG "rises" when beta = 4
-    and beta = 8 each beat beta = 1 by more than two standard errors of the paired (same-seed) difference, and
-    the claim holds when MIG rises and the mean reconstruction error grows with every step in beta.
-    Undecided (seeds) when MIG is higher on average but not by two standard errors."""
+    seeds. Otherwise MIG "rises" when beta = 4 and beta = 8 each beat beta = 1 by more than two standard
+    errors of the paired (same-seed) difference, and the claim holds when MIG rises and the mean
+    reconstruction error grows with every step in beta. Undecided (seeds) when MIG is higher on average but
+    not by two standard errors. Needs at least two seeds."""
     migs = {b: per_seed[f"beta={b:g}: {MIG_KEY}"] for b in betas}
     bces = [float(np.mean(per_seed[f"beta={b:g}: {BCE_KEY}"])) for b in betas]
     means = [float(np.mean(migs[b])) for b in betas]

@@ -55,13 +55,14 @@ def draw_batches(models: int, device: torch.device) -> Tensor:
 def train(ensemble: BetaVAEEnsemble, device: torch.device, steps: int, time_limit: float,
           cuda_graph: bool = True) -> int:
     """Train until ``steps`` or ``time_limit`` seconds; the steps taken. On CUDA (unless ``cuda_graph`` is
-    False) one step is captured in a CUDA graph after three eager warm-up steps and replayed."""
+    False) one step is captured in a CUDA graph after three eager warm-up steps (so at least three are
+    taken) and replayed."""
     from zoo.losses import unit_range_checked
 
-    start = time.monotonic()
     def eager_step() -> None:
         ensemble.step(draw_batches(len(ensemble), device))
 
+    start = time.monotonic()
     with unit_range_checked(draw_batches(1, device)):  # rendered images are binary: no check per step
         graphed = cuda_graph and device.type == "cuda"
         step_once, done = (_captured_step(ensemble, device), 3) if graphed else (eager_step, 0)  # warm-up: 3
@@ -107,6 +108,8 @@ def run(out: Path, *, betas: Sequence[float] = BETAS, seeds: Sequence[int] = SEE
 
     if not {1.0, 4.0, 8.0} <= {float(b) for b in betas}:
         raise ValueError(f"the verdict compares beta = 4 and 8 with beta = 1: include them (got {list(betas)})")
+    if len(set(seeds)) < 2:
+        raise ValueError(f"the verdict weighs the spread over seeds: give at least two seeds (got {list(seeds)})")
     betas = tuple(sorted(float(b) for b in betas))
     target = resolve_device(device)
     runs = [(beta, seed) for beta in betas for seed in seeds]
