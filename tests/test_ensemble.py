@@ -63,6 +63,8 @@ def test_models_come_back_as_modules_of_their_own_and_bad_input_is_named():
         ensemble.step(binary_batches(1)[0] * 255)
     with pytest.raises(ValueError, match="one beta per model: got 3 models and 2 betas"):
         BetaVAEEnsemble(models, BETAS[:2], lr=1e-3)
+    with pytest.raises(ValueError, match=r"not \['iwae'\]: make them with zoo.create\('beta-vae'"):
+        BetaVAEEnsemble([*models[:2], zoo.create("iwae", **TINY)], BETAS, lr=1e-3)
 
 
 @pytest.mark.slow

@@ -19,6 +19,9 @@ from torch.func import functional_call, stack_module_state, vmap
 from zoo.losses import check_unit_range, unit_range_checked
 from zoo.registry import get_variant
 
+#: The variants whose loss is reconstruction + beta x KL, the one the ensemble computes.
+VARIANTS = ("vae", "beta-vae")
+
 
 class _Terms(nn.Module):
     """The beta-VAE's two loss terms (batch means) as a module's forward, for ``functional_call``."""
@@ -34,7 +37,7 @@ class _Terms(nn.Module):
 
 
 class BetaVAEEnsemble:
-    """``models`` (same architecture, a flat latent and a closed-form KL) trained together, model ``i``
+    """``models`` (VAEs or beta-VAEs of one architecture; ``zoo.create`` names them) trained together, model ``i``
     minimising reconstruction + ``betas[i]`` x KL with Adam at ``lr``.
 
     ``randomness`` is vmap's: "different" draws each model's posterior noise apart (training), "same" one
@@ -46,6 +49,10 @@ class BetaVAEEnsemble:
                  randomness: str = "different", capturable: bool = False) -> None:
         if len(models) != len(betas) or not models:
             raise ValueError(f"one beta per model: got {len(models)} models and {len(betas)} betas")
+        others = sorted({getattr(m, "variant_name", "") for m in models} - set(VARIANTS))
+        if others:
+            raise ValueError(f"the ensemble trains the loss of {' and '.join(VARIANTS)} models (reconstruction + "
+                             f"beta x KL), not {others}: make them with zoo.create('beta-vae', ...)")
         self.template = copy.deepcopy(models[0]).to("meta")
         self.params, self.buffers = stack_module_state(list(models))
         device = next(iter(self.params.values())).device
