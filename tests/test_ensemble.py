@@ -76,7 +76,7 @@ def test_the_standard_protocol_script_trains_measures_and_reports_on_a_cpu(tmp_p
     report = (tmp_path / NAME / "README.md").read_text()
     assert "4 of the standard 300,000 steps" in report and "| steps reached | 4 |" in report
     assert "| beta=8: MIG, per seed |" in report
-    assert "**Verdict: the claim undecided in this measurement.** Undecided: budget." in report
+    assert "**Verdict: the claim is undecided in this measurement.** Undecided: budget." in report
     with pytest.raises(ValueError, match=r"include them \(got \[1.0, 2.0\]\)"):
         main(["--out", str(tmp_path), "--betas", "1", "2", "--steps", "1", "--device", "cpu"])
     with pytest.raises(ValueError, match=r"give at least two seeds \(got \[3\]\)"):

@@ -551,7 +551,7 @@ def cmd_experiment(args: argparse.Namespace) -> None:
         return
     for name in EXPERIMENTS if args.name == "all" else [args.name]:
         result = run_experiment(name, args.out, quick=args.quick)
-        print(f"{result.name}: the claim {result.status}. {result.verdict}")
+        print(f"{result.name}: {result.claim_verdict}. {result.verdict}")
         print(f"wrote {args.out / result.name}/README.md", flush=True)
     print(f"index: {write_index(args.out)}")
 

@@ -35,6 +35,11 @@ class ExperimentResult:
     def status(self) -> str:
         return STATUS[self.holds]
 
+    @property
+    def claim_verdict(self) -> str:
+        """The verdict in words: the claim holds, does not hold, or is undecided."""
+        return f"the claim {'is undecided' if self.holds is None else self.status}"
+
     def markdown(self) -> str:
         pictures = "\n\n".join(f"![{caption}]({file})\n\n{caption}" for file, caption in self.pictures)
         rows = "\n".join(f"| {table_cell(key)} | {_fmt(value)} |" for key, value in self.numbers.items())
@@ -43,7 +48,7 @@ class ExperimentResult:
 
 **Claim.** {self.claim}
 
-**Verdict: the claim {self.status} in this measurement.** {self.verdict}
+**Verdict: {self.claim_verdict} in this measurement.** {self.verdict}
 
 ## Method
 
