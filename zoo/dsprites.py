@@ -134,8 +134,7 @@ class DSprites:
         return render(index_to_factors(self.indices[rows]).to(self.device), self.size)
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
-        n = len(self)
-        return n // batch_size if drop_last else -(-n // batch_size)
+        return _num_batches(len(self), batch_size, drop_last)
 
     def batches(self, batch_size: int, *, shuffle: bool = True, generator: torch.Generator | None = None,
                 drop_last: bool = False) -> Iterator[tuple[Tensor]]:
@@ -143,6 +142,11 @@ class DSprites:
         stop = len(self) - len(self) % batch_size if drop_last else len(self)
         for start in range(0, stop, batch_size):
             yield (self.images(order[start:start + batch_size]),)
+
+
+def _num_batches(rows: int, batch_size: int, drop_last: bool) -> int:
+    """Batches of ``batch_size`` in ``rows`` rows: the last partial one counts unless ``drop_last``."""
+    return rows // batch_size if drop_last else -(-rows // batch_size)
 
 
 def fixed_factor_indices(fixed: Mapping[str, int]) -> Tensor:
@@ -211,7 +215,7 @@ class ContinuousDSprites:
         return ContinuousDSprites(self.fixed, self.size, self.continuous, self.length, device)
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
-        return self.length // batch_size if drop_last else -(-self.length // batch_size)
+        return _num_batches(self.length, batch_size, drop_last)
 
     def draw_factors(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """(n, 5) float factor "indices": fixed ones as given, continuous ones uniform on [0, size - 1]."""

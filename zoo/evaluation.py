@@ -30,7 +30,6 @@ CONDITIONAL_PER_CLASS = 500
 #: The sample-quality numbers a fitted ex-post sampler's draws get on cards.
 SAMPLER_QUALITY = ("fcd", "confidence", "fcd_mlp")
 
-
 #: Datasets whose generative models get the sample-quality numbers (the classifier reads 28x28 digits).
 DIGIT_DATASETS = ("mnist", "mnist-full")
 

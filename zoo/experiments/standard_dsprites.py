@@ -13,7 +13,7 @@ which steps were reached. Then MIG (all five factors, 10,000 points) and the rec
 (:func:`zoo.experiments.beta_sweep.beta_verdict`): per-seed numbers, means, and the spread over seeds.
 
 The network is the zoo's conv beta-VAE with the standard model's widths (32, 32, 64, 64), not its exact
-layers (3x3 stride-2 convolutions and no 256-unit layer; see ``docs/experiments/beta-disentanglement``).
+layers (3x3 stride-2 convolutions in the encoder, 4x4 transposed ones in the decoder, no 256-unit layer).
 On a CPU the same code runs eagerly (a few steps, for the tests).
 """
 
