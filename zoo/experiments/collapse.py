@@ -55,8 +55,8 @@ def recovery_loss(remedy: str, warmup: LinearWarmup):
 
 def recover(model: torch.nn.Module, fit: TensorData, test: TensorData, remedy: str, epochs: int,
             check_every: int, seed: int) -> tuple[int | None, dict[str, float]]:
-    """Train a collapsed model on the recovery loss; the first checked epoch at which the latent is active
-    again (None if never), and its state at the end."""
+    """Train a model after its noisy phase on the recovery loss; the first checked epoch at which the latent is
+    active again (None if never), and its state at the end."""
     warmup = LinearWarmup(WARMUP_EPOCHS)
     first: list[int] = []
 
