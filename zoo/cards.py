@@ -105,12 +105,27 @@ CONDITIONAL_NAMES = {
 }
 
 
+def group_metric_names(model: nn.Module) -> dict[str, str]:
+    """Descriptions of the per-group KL and active units of a model of several latent groups (none otherwise)."""
+    from zoo.contract import latent_groups
+
+    groups = latent_groups(model)
+    if len(groups) == 1:
+        return {}
+    names = {}
+    for group in groups:
+        what = f"latent group {group.name} ({group.description})" if group.description else f"latent group {group.name}"
+        names[f"kl_{group.name}"] = f"KL of {what} (nats)"
+        names[f"active_units_{group.name}"] = f"active units of {what} (Var_x E_q[z_i] > 0.01)"
+    return names
+
+
 def metric_names(model: nn.Module) -> dict[str, str]:
     """Descriptions of every metric a model's evaluation may report: the zoo's and its variant's own."""
     from zoo.contract import variant_of
 
     variant = variant_of(model)
-    names = {**METRIC_NAMES, **variant.metric_names}
+    names = {**METRIC_NAMES, **group_metric_names(model), **variant.metric_names}
     if variant.conditional:
         names.update(CONDITIONAL_NAMES)
     for name in getattr(model, "samplers", {}):

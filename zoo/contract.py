@@ -11,10 +11,17 @@ e.g. (-1, 1) for latent-diffusion autoencoders) is handed and read through :func
 A **latent unit** is one index along the first latent dimension: a latent of a flat latent ``(D,)``, a
 channel of a spatial latent ``(C, h, w)``; per-unit numbers of a spatial latent are summed (KL, nats)
 or averaged (variances) over the positions, and tools say so.
+
+A **latent group** is a named run of units (:class:`LatentGroup`): one stochastic layer of a hierarchical model
+(``ladder-vae``'s z1 and z2). A model declares its groups (``latent_groups``) and, where its KL splits by layer,
+their KL per example (``group_kl``); every other model is one group ``z``. Tools report KL and active units per
+group and draw traversals per group (:func:`latent_groups`, :func:`group_kl`).
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -193,3 +200,63 @@ def with_unit(z: Tensor, unit: int, value: Tensor | float) -> Tensor:
     z = z.clone()
     z[:, unit] = torch.as_tensor(value, dtype=z.dtype, device=z.device)
     return z
+
+
+#: Group names appear in metric keys (``kl_z1``) and file names: lower-case letters, digits and underscores.
+GROUP_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class LatentGroup:
+    """A named run of latent units (indices along the first latent dimension), e.g. one layer of a hierarchy."""
+
+    name: str
+    units: range
+    description: str = ""
+
+
+def latent_groups(model: nn.Module) -> tuple[LatentGroup, ...]:
+    """The model's latent groups in unit order (``model.latent_groups``), or one group ``z`` of every unit for a
+    model that declares none. A declaration is checked: names as :data:`GROUP_NAME`, distinct, and ranges that
+    cover the units once, in order."""
+    units = latent_shape(model)[0]
+    own = getattr(model, "latent_groups", None)
+    if own is None:
+        return (LatentGroup("z", range(units), "the whole latent"),)
+    groups = tuple(own)
+    names = [g.name for g in groups]
+    bad = [n for n in names if not GROUP_NAME.match(n)]
+    if bad or len(set(names)) != len(names):
+        raise ConfigError(f"{type(model).__name__}.latent_groups: group names must be distinct lower-case words "
+                          f"(letters, digits, '_'), got {names}")
+    covered = [u for g in groups for u in g.units]
+    if covered != list(range(units)):
+        spans = ", ".join(f"{g.name}: {g.units.start}..{g.units.stop - 1}" for g in groups)
+        raise ConfigError(f"{type(model).__name__}.latent_groups must cover the {units} latent units once, in order "
+                          f"(0..{units - 1}); got {spans}")
+    return groups
+
+
+def group_kl(model: nn.Module, posterior: Posterior, z: Tensor | None = None, log_q: Tensor | None = None,
+             generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    """KL(q || p) per latent group and example, {group name: (batch,)}, summing to the example's KL.
+
+    A model with its own split (``model.group_kl(posterior, z)``: a hierarchical model's KL per layer, each given
+    the layers above at the draws ``z``) answers; otherwise a closed-form per-unit KL (:func:`latent_kl`) is summed
+    within each group, and a model of one group gets :func:`kl_per_example` (Monte Carlo over ``z`` and ``log_q``
+    where there is no closed form). ``z`` (batch, ...) or (K, batch, ...) are draws of ``posterior``: one is
+    drawn with ``generator`` where a model needs one and none is given."""
+    groups = latent_groups(model)
+    own = getattr(model, "group_kl", None)
+    if own is not None:
+        if z is None:
+            z = posterior.sample(generator=generator)
+        return own(posterior, z)
+    per_unit = latent_kl(model, posterior)
+    if per_unit is not None:
+        units = unit_sum(per_unit, tuple(per_unit.shape[1:]))
+        return {g.name: units[:, g.units.start:g.units.stop].sum(-1) for g in groups}
+    if len(groups) > 1:
+        raise ConfigError(f"{type(model).__name__} declares {len(groups)} latent groups but no per-unit KL: define "
+                          f"group_kl(posterior, z), the KL per group at draws z")
+    return {groups[0].name: kl_per_example(model, posterior, z, log_q, generator)}

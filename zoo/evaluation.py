@@ -60,7 +60,11 @@ def evaluate(model: nn.Module, data: TensorData | str | Any, *, nll_samples: int
             if has(model, "conditional"):  # nll is -log p(x|y): also the image's own likelihood
                 metrics["nll_marginal"] = marginal_nll(model, data, num_samples=nll_samples, seed=seed)["nll"]
         if len(data) > 1:  # a variance over the data needs two examples
-            metrics["active_units"] = active_units(model, data)["active_units"]
+            activity = active_units(model, data)
+            metrics["active_units"] = activity["active_units"]
+            if len(activity["groups"]) > 1:
+                metrics.update({f"active_units_{name}": group["active_units"]
+                                for name, group in activity["groups"].items()})
     metrics.update({f"recon_{k}": v for k, v in reconstruction_errors(model, data).items()})
     if dataset in DIGIT_DATASETS and has(model, "generative"):
         from zoo.sample_quality import conditional_accuracy, sample_quality

@@ -19,10 +19,11 @@ import torch
 from torch import Tensor, nn
 
 from zoo.contract import (
+    group_kl,
     has,
     has_unit_kl,
-    kl_per_example,
     labels_for,
+    latent_groups,
     latent_kl,
     latent_shape,
     likelihood_nll,
@@ -126,20 +127,26 @@ def elbo_terms(model: nn.Module, data: TensorData, num_samples: int = 10, batch_
     """Negative ELBO = reconstruction NLL (averaged over ``num_samples`` z per example) + KL (variational models).
 
     The KL is the closed form where the model has one, else the Monte-Carlo estimate over the same draws
-    (:func:`zoo.contract.kl_per_example`)."""
+    (:func:`zoo.contract.group_kl`, summed over the latent groups). A model of several groups
+    (:func:`zoo.contract.latent_groups`) also gets each group's KL, ``kl_NAME``."""
     require(model, "variational", "the ELBO")
     model.eval()
     device = _device(model)
     generator = torch.Generator(device=device).manual_seed(seed)
-    recon_sum = kl_sum = 0.0
+    grouped = len(latent_groups(model)) > 1
+    recon_sum = 0.0
+    kl_sums: dict[str, float] = {}
     for x, y in _batches(data, batch_size, device):
         y = labels_for(model, y)
         posterior = posterior_of(model, x, y)
         z, log_q = posterior.sample_and_log_prob(num_samples, generator=generator)
         recon_sum += float(likelihood_nll(model, x, z, y).double().mean(0).sum())
-        kl_sum += float(kl_per_example(model, posterior, z, log_q).double().sum())
+        for name, value in group_kl(model, posterior, z, log_q).items():
+            kl_sums[name] = kl_sums.get(name, 0.0) + float(value.double().sum())
     n = len(data)
-    return {"neg_elbo": (recon_sum + kl_sum) / n, "reconstruction": recon_sum / n, "kl": kl_sum / n}
+    kl_total = sum(kl_sums.values()) / n
+    groups = {f"kl_{name}": value / n for name, value in kl_sums.items()} if grouped else {}
+    return {"neg_elbo": recon_sum / n + kl_total, "reconstruction": recon_sum / n, "kl": kl_total, **groups}
 
 
 @torch.no_grad()
@@ -163,7 +170,8 @@ def active_units(model: nn.Module, data: TensorData, threshold: float = 0.01, ba
     models whose KL factorises over the latent, :func:`zoo.contract.latent_kl`).
 
     A unit is a latent of a flat latent; of a spatial latent, a channel, whose variance is averaged and
-    whose KL is summed over its positions (``unit`` says which).
+    whose KL is summed over its positions (``unit`` says which). ``groups`` counts the active units of each
+    latent group (:func:`zoo.contract.latent_groups`; one group ``z`` for most models).
     """
     model.eval()
     device = _device(model)
@@ -177,8 +185,11 @@ def active_units(model: nn.Module, data: TensorData, threshold: float = 0.01, ba
         if kl is not None:
             kls.append(unit_sum(kl.double(), shape))
     variance = unit_mean(torch.cat(means).var(0), shape)
-    result = {"active_units": int((variance > threshold).sum()), "units": int(variance.numel()),
-              "unit": unit_name(shape), "mean_variance": variance.tolist()}
+    active = variance > threshold
+    groups = {g.name: {"active_units": int(active[g.units.start:g.units.stop].sum()), "units": len(g.units)}
+              for g in latent_groups(model)}
+    result = {"active_units": int(active.sum()), "units": int(variance.numel()),
+              "unit": unit_name(shape), "mean_variance": variance.tolist(), "groups": groups}
     if kls:
         result["kl_per_latent"] = torch.cat(kls).mean(0).tolist()
     return result

@@ -10,7 +10,8 @@
   which a subclass's ``sample`` gets without writing anything;
   ``reconstruction_nll(x, z, y=None)`` for those that declare ``has_likelihood``;
   ``prior_log_prob(z)``, ``latent_kl(posterior)`` and ``example_kl(posterior)`` for those that declare
-  ``variational``.
+  ``variational``; optionally ``latent_groups`` and ``group_kl(posterior, z)`` for a latent of several layers
+  (:func:`zoo.contract.latent_groups`).
 
 A model made by :func:`zoo.create` or :func:`zoo.load` also knows its ``variant_name`` and
 ``pretrained_info`` (provenance: name, source, revision), as timm models carry ``pretrained_cfg``.

@@ -25,6 +25,7 @@ from zoo.contract import (
     has,
     is_spatial,
     labels_for,
+    latent_groups,
     latent_kl,
     latent_shape,
     posterior_of,
@@ -191,19 +192,22 @@ def interpolate(model: nn.Module, x_a: Tensor, x_b: Tensor, steps: int = 10, met
         return _images(decode_images(model, z.reshape(-1, *shape), _repeat_labels(y, steps)))
 
 
-def _choose_dims(score: Tensor, dims: int | Sequence[int] | None) -> list[int]:
-    """Latent units to show, most informative (highest ``score``) first: all, the top ``dims``, or those listed."""
-    units = len(score)
-    order = torch.argsort(score, descending=True, stable=True).tolist()
+def _choose_dims(score: Tensor, dims: int | Sequence[int] | None, units: range | None = None,
+                 where: str = "the latent") -> list[int]:
+    """Latent units to show, most informative (highest ``score``) first: all of ``units`` (default: every unit),
+    the top ``dims`` of them, or those listed (which must lie in ``units``); ``where`` names ``units`` in errors."""
+    units = range(len(score)) if units is None else units
+    order = [u for u in torch.argsort(score, descending=True, stable=True).tolist() if u in units]
     if dims is None:
         return order
     if isinstance(dims, int):
-        if not 1 <= dims <= units:
-            raise ValueError(f"dims={dims}: ask for 1..{units} latent units (the latent has {units})")
+        if not 1 <= dims <= len(units):
+            raise ValueError(f"dims={dims}: ask for 1..{len(units)} latent units ({where} has {len(units)})")
         return order[:dims]
     chosen = set(dims)
-    if not chosen or len(chosen) != len(dims) or any(not 0 <= d < units for d in chosen):
-        raise ValueError(f"dims must be distinct latent unit indices in 0..{units - 1}, got {list(dims)}")
+    if not chosen or len(chosen) != len(dims) or any(d not in units for d in chosen):
+        raise ValueError(f"dims must be distinct latent unit indices of {where} ({units.start}..{units.stop - 1}), "
+                         f"got {list(dims)}")
     return [d for d in order if d in chosen]
 
 
@@ -214,7 +218,7 @@ def default_position(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def traversals(model: nn.Module, x: Tensor, *, dims: int | Sequence[int] | None = None, steps: int = 9,
                span: float = 3.0, y: Tensor | int | None = None, data: TensorData | None = None,
-               position: Sequence[int] | None = None) -> tuple[Tensor, list[int]]:
+               position: Sequence[int] | None = None, group: str | None = None) -> tuple[Tensor, list[int]]:
     """Latent traversals around one image's code: (images (len(order) * steps, C, H, W), order).
 
     Row r varies latent unit ``order[r]`` alone over ``steps`` values, the rest of the code staying at x's, so a
@@ -227,7 +231,8 @@ def traversals(model: nn.Module, x: Tensor, *, dims: int | Sequence[int] | None 
     needs ``data``, whose per-unit code mean and standard deviation set the values (mean + linspace(-span, span)
     * std) and whose code variance sets the order.
     ``dims``: None for every unit, an int k for the k first in that order, or a list of units to show (still
-    sorted). ``y`` is x's label for a conditional model; ``data.y`` are the data's labels.
+    sorted). ``group`` keeps to the units of that latent group (:func:`zoo.contract.latent_groups`: a layer of a
+    hierarchical model). ``y`` is x's label for a conditional model; ``data.y`` are the data's labels.
     """
     x = _as_batch(x)
     if len(x) != 1:
@@ -252,13 +257,24 @@ def traversals(model: nn.Module, x: Tensor, *, dims: int | Sequence[int] | None 
             codes = _encode_all(model, data.x, data.y)[0]
             at = codes[(slice(None), slice(None), *where)]  # (N, units) at the traversed position
             score, centre, scale = unit_mean(codes.var(0), shape), at.mean(0), at.std(0)
-        order = _choose_dims(score, dims)
+        units, where_units = _group_units(model, group)
+        order = _choose_dims(score, dims, units, where_units)
         values = torch.linspace(-span, span, steps, device=base.device, dtype=base.dtype)
         z = base.repeat(len(order), steps, *([1] * len(shape)))  # (rows, steps, *latent_shape)
         for row, d in enumerate(order):
             z[(row, slice(None), d, *where)] = centre[d].to(base) + values * scale[d].to(base)
         images = _images(decode_images(model, z.reshape(-1, *shape), _repeat_labels(y, len(order) * steps)))
     return images, order
+
+
+def _group_units(model: nn.Module, group: str | None) -> tuple[range, str]:
+    """The units of latent group ``group`` (every unit for None) and how errors name them."""
+    if group is None:
+        return range(latent_shape(model)[0]), "the latent"
+    groups = {g.name: g for g in latent_groups(model)}
+    if group not in groups:
+        raise ValueError(f"no latent group {group!r}: this model's groups are {', '.join(groups)}")
+    return groups[group].units, f"group {group}"
 
 
 def _position(shape: tuple[int, ...], position: Sequence[int] | None) -> tuple[int, ...]:

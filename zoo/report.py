@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.contract import has, has_unit_kl, is_spatial, latent_shape, posterior_of, unit_name
+from zoo.contract import has, has_unit_kl, is_spatial, latent_groups, latent_shape, posterior_of, unit_name
 from zoo.data import TensorData
 from zoo.distributions import QuantizedCode
 from zoo.folder import atomic_write
@@ -64,11 +64,17 @@ def _picture_rows(model: nn.Module, data: TensorData, out: Path, per_unit_kl: bo
         grid(pic.interpolate(model, pairs_a, pairs_b, steps=10, method=method, y=pair_y),
              f"interpolation-{method}.png", 10, f"{method} interpolation between the codes of two test inputs, per row")
     sample = data if len(data) <= 2000 else TensorData(data.x[:2000], None if data.y is None else data.y[:2000])
-    images, order = pic.traversals(model, x[:1], dims=min(shape[0], 10), y=None if y is None else y[:1], data=sample)
     unit = unit_name(shape)
     where = f" at grid position {pic.default_position(shape)}" if is_spatial(shape) else ""
-    grid(images, "traversals.png", 9, f"traversals of one {unit} per row{where} ({unit}s {order}, "
-         f"{'most KL' if per_unit_kl else 'largest code variance'} first)")
+    ranking = "most KL" if per_unit_kl else "largest code variance"
+    groups = latent_groups(model)
+    for group in groups if len(groups) > 1 else (None,):  # a hierarchical model: one picture per layer
+        images, order = pic.traversals(model, x[:1], dims=min(len(group.units) if group else shape[0], 10),
+                                       y=None if y is None else y[:1], data=sample,
+                                       group=group.name if group else None)
+        file = f"traversals-{group.name}.png" if group else "traversals.png"
+        of_group = f" of group {group.name} ({group.description})" if group else ""
+        grid(images, file, 9, f"traversals of one {unit}{of_group} per row{where} ({unit}s {order}, {ranking} first)")
     if shape == (2,):
         grid(pic.manifold(model, 20, y=0 if classes else None), "manifold.png", 20,
              "decoded 2-D latent grid (inverse normal CDF of evenly spaced quantiles)"
@@ -150,6 +156,8 @@ def _unit_section(model: nn.Module, data: TensorData, gain: dict[str, Any] | Non
                 "decode codes between the codebook's vectors, which the encoder never outputs.")
     if gain is None:
         return f"No reconstruction gain: the variant does not declare `has_likelihood`.{per}"
+    groups = latent_groups(model)
+    names = [f"{u} ({g.name})" if len(groups) > 1 else str(u) for g in groups for u in g.units]
     kept = "its prior mean (0)" if variational else "its mean over the data"
     what = (f"Reconstruction gain: the reconstruction NLL of the decoded {'posterior mean' if variational else 'code'} "
             f"with the {unit} replaced by {kept}, minus the NLL with it kept (per example; nats for a Bernoulli "
@@ -157,7 +165,7 @@ def _unit_section(model: nn.Module, data: TensorData, gain: dict[str, Any] | Non
     if variational:
         variance = active_units(model, data)["mean_variance"]
         exact = exact_unit_cost(model, data)
-        rows = "\n".join(f"| {i} | {kl:.3f} | {g:.3f} | {'yes' if i in gain['below_kl'] else ''} | {e:.3f} | "
+        rows = "\n".join(f"| {names[i]} | {kl:.3f} | {g:.3f} | {'yes' if i in gain['below_kl'] else ''} | {e:.3f} | "
                          f"{'yes' if i in exact['costs_more'] else ''} | {var:.4f} |"
                          for i, (kl, g, e, var) in enumerate(zip(gain["kl_per_latent"], gain["gain"], exact["gain"],
                                                                   variance, strict=True)))
@@ -167,7 +175,7 @@ def _unit_section(model: nn.Module, data: TensorData, gain: dict[str, Any] | Non
                  + "| --- " * 7 + "|\n" + rows)
     else:
         table = (f"| {unit} | reconstruction gain (code -> its data mean) |\n| --- | --- |\n"
-                 + "\n".join(f"| {i} | {g:.3f} |" for i, g in enumerate(gain["gain"])))
+                 + "\n".join(f"| {names[i]} | {g:.3f} |" for i, g in enumerate(gain["gain"])))
     return f"{what}\n\n{table}"
 
 

@@ -31,7 +31,8 @@ The checks (CONTRIBUTING.md, "The conformance kit", says the same):
 - ``test_capabilities``: what the variant declares holds, and what it implements is declared:
   ``variational`` -> the model's ``latent_kl(posterior)`` is per element and >= 0 where it has a closed
   form, ``posterior.sample_and_log_prob()`` and ``model.prior_log_prob(z)`` work, with and without leading
-  sample dims; ``has_likelihood`` ->
+  sample dims, and the latent groups (``latent_groups``, where declared) cover the units and have a finite KL per
+  example (``zoo.contract.group_kl``); ``has_likelihood`` ->
   ``model.reconstruction_nll(x, z, y)`` gives (B,) and (K, B) for K samples, and without the flag it
   raises ``NotImplementedError``.
 - ``test_loss_finite_and_backward``: the loss is a finite scalar with finite terms; its gradients are
@@ -88,7 +89,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from zoo.contract import latent_kl
+from zoo.contract import group_kl, latent_groups, latent_kl
 from zoo.data import TensorData
 from zoo.distributions import Posterior, QuantizedCode, as_posterior
 from zoo.errors import ConfigError
@@ -381,6 +382,13 @@ class VariantConformance:
                     assert (kl > -1e-5).all(), f"{variant.name}: latent_kl(posterior) has negative entries: {kl.min()}"
                 gen = torch.Generator().manual_seed(2)
                 drawn = [posterior.sample_and_log_prob(num, generator=gen) for num in (None, k)]
+                names = [g.name for g in latent_groups(model)]  # checks the declaration: a cover of the units
+                for sample, log_q in drawn:
+                    per_group = group_kl(model, posterior, sample, log_q)
+                    assert list(per_group) == names and all(
+                        tuple(v.shape) == (batch_size,) and torch.isfinite(v).all() for v in per_group.values()), (
+                        f"{variant.name}: zoo.contract.group_kl must give a finite KL per example ({batch_size},) for "
+                        f"each latent group {names}, got {({n: tuple(v.shape) for n, v in per_group.items()})}")
                 for (sample, log_q), lead in zip(drawn, ((batch_size,), (k, batch_size)), strict=True):
                     assert tuple(sample.shape) == (*lead, *latent), (
                         f"{variant.name}: sample_and_log_prob() drew z of shape {tuple(sample.shape)}, expected "
