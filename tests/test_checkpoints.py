@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,9 @@ def test_card_front_matter_and_size(name):
     assert (folder / "model.safetensors").stat().st_size < 6e6
     text = (folder / "README.md").read_text()
     assert f"python -m zoo_model_cards.make {name}" in text and f"zoo eval {name}" in text
+    # Every row of the results table has two cells: a '|' inside a description (q(z|x)) is escaped.
+    rows = [line for line in text.split("## Results", 1)[1].split("\n## ", 1)[0].splitlines() if line.startswith("| ")]
+    assert len(rows) > 2 and all(len(re.split(r"(?<!\\)\|", row)) == 4 for row in rows), rows
 
 
 GENERATIVE_MNIST = [name for name in BUNDLED if RECIPES[name].dataset == "mnist"

@@ -11,6 +11,11 @@ from zoo.losses import REDUCTION
 from zoo.samplers import network_parameters
 
 
+def table_cell(text: str) -> str:
+    """Text safe inside a Markdown table cell (``q(z|x)`` would split the cell)."""
+    return text.replace("|", "\\|")
+
+
 def render_card(model: nn.Module, *, title: str, summary: str, dataset: str, command: str,
                 metrics: dict[str, float], training: dict[str, Any], split: str = "test",
                 base_model: str | None = None) -> str:
@@ -23,7 +28,7 @@ def render_card(model: nn.Module, *, title: str, summary: str, dataset: str, com
                          tags=["autoencoder", model.variant_name, "pytorch", "ae-zoo"],
                          datasets=[dataset] if dataset else None)
     n_params = network_parameters(model)
-    rows = "\n".join(f"| {name} | {value:.4f} |" for name, value in metrics.items())
+    rows = "\n".join(f"| {table_cell(name)} | {value:.4f} |" for name, value in metrics.items())
     settings = "\n".join(f"- `{k}`: {v}" for k, v in training.items())
     return f"""---
 {data.to_yaml()}
@@ -161,8 +166,8 @@ def checkpoint_card(model: nn.Module, *, name: str, summary: str, dataset: str, 
     data = ModelCardData(library_name="ae-zoo", license="mit", model_name=name, datasets=[dataset],
                          tags=["autoencoder", model.variant_name, "pytorch", "ae-zoo"], eval_results=results)
     n_params = network_parameters(model)
-    rows = "\n".join(f"| {names.get(k, k)} | {v:.4f} |" if isinstance(v, float) else
-                     f"| {names.get(k, k)} | {v} |" for k, v in metrics.items())
+    rows = "\n".join(f"| {table_cell(names.get(k, k))} | {v:.4f} |" if isinstance(v, float) else
+                     f"| {table_cell(names.get(k, k))} | {v} |" for k, v in metrics.items())
     settings = "\n".join(f"- {k}: {v}" for k, v in training.items())
     config = "\n".join(f"- `{k}`: {v}" for k, v in vars(model.config).items())
     return f"""---

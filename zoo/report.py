@@ -89,7 +89,7 @@ def write_report(model: nn.Module, data: TensorData, out: str | Path, *, title: 
                  metrics: dict[str, Any] | None = None, nll_samples: int = 1000) -> Path:
     """Evaluate ``model`` on ``data`` (unless ``metrics`` are given) and write ``out/report.md`` with its
     pictures; returns the report's path."""
-    from zoo.cards import metric_names
+    from zoo.cards import metric_names, table_cell
     from zoo.evaluation import evaluate, skipped
     from zoo.metrics import reconstruction_gain
     from zoo.pictures import save_latent_bars
@@ -111,8 +111,8 @@ def write_report(model: nn.Module, data: TensorData, out: str | Path, *, title: 
                          title=f"{title}: per-{unit} KL and reconstruction gain")
         pictures.append(("latent-bars.png", f"per-{unit} KL and reconstruction gain (flagged: gain below KL)"))
     names = metric_names(model)
-    rows = "\n".join(f"| `{k}` | {names.get(k, '')} | {v:.4f} |" if isinstance(v, float) else
-                     f"| `{k}` | {names.get(k, '')} | {v} |" for k, v in metrics.items())
+    rows = "\n".join(f"| `{k}` | {table_cell(names.get(k, ''))} | {v:.4f} |" if isinstance(v, float) else
+                     f"| `{k}` | {table_cell(names.get(k, ''))} | {v} |" for k, v in metrics.items())
     notes = "\n".join(f"- {line}" for line in skipped(model, dataset))
     figures = "\n\n".join(f"### {caption}\n\n![{caption}]({file})" for file, caption in pictures)
     text = f"""# {title}

@@ -15,8 +15,9 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from zoo.cards import table_cell
 from zoo.errors import UnknownNameError
-from zoo.experiments.report import STATUS, ExperimentResult, table_cell
+from zoo.experiments.report import STATUS, ExperimentResult
 
 #: Experiment name -> module in this package (each module has ``CLAIM`` and ``run(out, quick)``).
 EXPERIMENTS = {

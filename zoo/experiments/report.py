@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from zoo.cards import table_cell
 from zoo.folder import atomic_write
 
 #: The verdict on a claim, in words.
@@ -72,11 +73,6 @@ Rerun with `{run}`{" (quick: a short version, for the tests)" if self.quick else
         payload = {"name": self.name, "claim": self.claim, "holds": self.holds, "verdict": self.verdict,
                    "quick": self.quick, "numbers": self.numbers}
         atomic_write(folder / "results.json", lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
-
-
-def table_cell(text: str) -> str:
-    """Text safe inside a Markdown table cell (``q(z|x)`` would split the cell)."""
-    return text.replace("|", "\\|")
 
 
 def _fmt(value: Any) -> str:
