@@ -53,6 +53,8 @@ EXPECTED = {
                                   "the Gaussian"),
     "iaf-vae-mnist": ("below", "Kingma et al. 2016, MNIST experiments: IAF posteriors below the diagonal Gaussian"),
     "hvae-mnist": ("below", "Caterini et al. 2018, MNIST experiments: the HVAE below the VAE"),
+    "ladder-vae-mnist": ("below", "Sonderby et al. 2016, MNIST: ladder VAEs below VAEs in test NLL (with batch "
+                                  "normalisation and KL warm-up, which this recipe leaves out)"),
     "svae-mnist": ("either", "Davidson et al. 2018, MNIST: the S-VAE below the N-VAE at 10 latents and fewer, "
                              "above it at 20 and more; 16 lies between"),
 }

@@ -24,8 +24,12 @@ the top layer controls. ``layers(code)`` gives (z1, z2). The two groups are decl
 
 an unbiased estimate of KL(q(z1, z2|x) || p(z1, z2)) (the paper's analytic KL per layer); the loss reports the
 layers' terms apart (``kl_z1``, ``kl_z2``). The KL of u1 against N(0, I) equals the KL of z1 against p(z1|z2): KL is
-unchanged by the shared affine map. The paper's batch normalisation and KL warm-up, which it needs for five layers,
-are left out: two layers train without them here, and the card's active units per group show what each layer uses.
+unchanged by the shared affine map.
+
+**Warm-up** (``warmup_steps``): the paper's deterministic warm-up weighs the KL by step / warmup_steps in training
+(the loss's other terms stay the ELBO's). Without it two layers already collapse here: on the MNIST recipe without
+warm-up 6 of 24 units stay active and the validation negative ELBO is 135.0 nats, against 118.9 with 1,500 steps of
+warm-up (``python -m zoo_model_cards.select_ladder``). The paper's batch normalisation is left out.
 """
 
 from __future__ import annotations
@@ -55,10 +59,13 @@ class LadderVAEConfig(VAEConfig):
     flat_latent_only: ClassVar[str] = "the ladder VAE's layers are flat latents"
     top_latent_dim: int = 8
     top_hidden_dims: tuple[int, ...] = (128,)
+    #: Deterministic warm-up (the paper's): in training the KL's weight rises linearly from 0 to 1 over this many
+    #: steps (0: off). Evaluation (eval mode: validation, ``zoo eval``) always reports the negative ELBO.
+    warmup_steps: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_fields(self, positive=("top_latent_dim", "top_hidden_dims"))
+        check_fields(self, positive=("top_latent_dim", "top_hidden_dims"), non_negative=("warmup_steps",))
 
 
 def mlp(in_features: int, hidden_dims: tuple[int, ...], out_features: int, activation_name: str) -> nn.Sequential:
@@ -189,7 +196,7 @@ class LadderVAEModel(VAEModel):
 
 class LadderVAEVariant(VAEVariant):
     """Ladder VAE: L = E_q[-log p(x|z1)] + KL(q(z2|x) || p(z2)) + KL(q(z1|x, z2) || p(z1|z2)) at one draw of z2
-    (K draws with ``mc_samples``)."""
+    (K draws with ``mc_samples``); during a warm-up the KL is weighted by step / warmup_steps in training."""
 
     name = "ladder-vae"
     config_class = LadderVAEConfig
@@ -215,8 +222,11 @@ class LadderVAEVariant(VAEVariant):
         kl = {name: value.mean() for name, value in model.group_kl(posterior, z).items()}
         total_kl = kl["z1"] + kl["z2"]
         neg_elbo = recon + total_kl
-        return LossOutput(neg_elbo, {"reconstruction": recon, "kl": total_kl, "kl_z1": kl["z1"], "kl_z2": kl["z2"],
-                                     "neg_elbo": neg_elbo})
+        terms = {"reconstruction": recon, "kl": total_kl, "kl_z1": kl["z1"], "kl_z2": kl["z2"], "neg_elbo": neg_elbo}
+        warmup = model.config.warmup_steps
+        if model.training and step < warmup:
+            return LossOutput(recon + (step / warmup) * total_kl, terms)
+        return LossOutput(neg_elbo, terms)
 
 
 @zoo.hookimpl
