@@ -32,7 +32,7 @@ from zoo_model_cards.recipes import RECIPES
 
 import zoo
 from zoo.cards import card_metrics
-from zoo.contract import has
+from zoo.contract import has, latent_groups
 from zoo.data import load_dataset
 from zoo.folder import atomic_write
 from zoo.metrics import importance_sampled_nll, importance_sampled_nll_per_example
@@ -53,8 +53,8 @@ EXPECTED = {
                                   "the Gaussian"),
     "iaf-vae-mnist": ("below", "Kingma et al. 2016, MNIST experiments: IAF posteriors below the diagonal Gaussian"),
     "hvae-mnist": ("below", "Caterini et al. 2018, MNIST experiments: the HVAE below the VAE"),
-    "ladder-vae-mnist": ("below", "Sonderby et al. 2016, MNIST: ladder VAEs below VAEs in test NLL (with batch "
-                                  "normalisation and KL warm-up, which this recipe leaves out)"),
+    "ladder-vae-mnist": ("below", "Sonderby et al. 2016, MNIST: ladder VAEs below VAEs in test NLL (with KL "
+                                  "warm-up, as here, and batch normalisation, which this recipe leaves out)"),
     "svae-mnist": ("either", "Davidson et al. 2018, MNIST: the S-VAE below the N-VAE at 10 latents and fewer, "
                              "above it at 20 and more; 16 lies between"),
 }
@@ -138,7 +138,7 @@ def measure(name: str, data: Any, nll_samples: int = NLL_SAMPLES) -> dict[str, A
     card = card_metrics(folder / "README.md")
     training = training_section((folder / "README.md").read_text())
     row: dict[str, Any] = {
-        "name": name, "variant": model.variant_name, "latent": "x".join(map(str, model.latent_shape)),
+        "name": name, "variant": model.variant_name, "latent": latent_label(model),
         "parameters": network_parameters(model),
         "conditional": has(model, "conditional"), "budget": training.get("budget", ""),
         "steps": training.get("optimiser steps", ""), "fcd": card.get("fcd"), "fcd_mlp": card.get("fcd_mlp"),
@@ -147,12 +147,25 @@ def measure(name: str, data: Any, nll_samples: int = NLL_SAMPLES) -> dict[str, A
         "nll_on_card": RECIPES[name].nll_samples > 0,
     }
     row["neg_elbo"], row["active_units"] = card["neg_elbo"], int(card["active_units"])
+    groups = latent_groups(model)
+    if len(groups) > 1:  # a hierarchy: the active units of each layer, from the card
+        row["active_units"] = (f"{row['active_units']} ("
+                               + ", ".join(f"{g.name}: {int(card[f'active_units_{g.name}'])}" for g in groups) + ")")
     row["neg_iwae_bound"] = importance_sampled_nll(model, data, num_samples=IWAE_K)["nll"]
     if row["nll_on_card"]:
         row["per_example"] = importance_sampled_nll_per_example(model, data, num_samples=nll_samples)
         row["nll"] = float(row["per_example"].mean())
         row["nll_stderr"] = float(row["per_example"].std() / math.sqrt(len(row["per_example"])))
     return row
+
+
+def latent_label(model: torch.nn.Module) -> str:
+    """The latent's shape ("16", "4x7x7"), or for a model of several latent groups each group's size ("z1: 16 +
+    z2: 8")."""
+    groups = latent_groups(model)
+    if len(groups) > 1:
+        return " + ".join(f"{g.name}: {len(g.units)}" for g in groups)
+    return "x".join(map(str, model.latent_shape))
 
 
 def paired(row: dict[str, Any], reference: dict[str, Any]) -> tuple[float, float]:
@@ -256,11 +269,12 @@ the comparisons between rows are what this page is for.
 - **-IWAE (K = {IWAE_K})**, measured here, and **-ELBO** (from the card: 10 samples of z, 1 for `kl-f4-mnist`):
   the bounds the families are trained on; the KL of a mixture prior or a flow posterior has no closed form and
   is estimated by Monte Carlo.
-- **active units**: Var_x E_q[z_i] > 0.01. **FCD**, **MLP FCD** and **confidence**: 5,000 prior samples against
-  the test digits in the features of the zoo's two MNIST classifiers (a CNN trained with 2-pixel shifts; a
-  position-sensitive MLP trained without), and the CNN's mean top-class probability. **centre spread**: the
-  standard deviation of the samples' centres of mass per axis (pixels; the test digits': {centre_spread_real}).
-  These are the cards' numbers; a test checks every card against a fresh evaluation.
+- **active units**: Var_x E_q[z_i] > 0.01 (a hierarchical model's per layer in brackets). **FCD**, **MLP FCD**
+  and **confidence**: 5,000 prior samples against the test digits in the features of the zoo's two MNIST
+  classifiers (a CNN trained with 2-pixel shifts; a position-sensitive MLP trained without), and the CNN's mean
+  top-class probability. **centre spread**: the standard deviation of the samples' centres of mass per axis
+  (pixels; the test digits': {centre_spread_real}). These are the cards' numbers; a test checks every card against
+  a fresh evaluation.
 - **steps** and **training time**: what the recipe's run recorded (early stopping on `val`; this 2-core CPU).
 
 {header}

@@ -350,7 +350,7 @@ def test_two_test_images_are_of_two_labels(explorers: ex.Explorers) -> None:
         assert label(a) != label(b)
 
 
-@pytest.mark.parametrize("name", ["vamp-vae-mnist", "planar-vae-mnist"])
+@pytest.mark.parametrize("name", ["vamp-vae-mnist", "planar-vae-mnist", "ladder-vae-mnist"])
 def test_a_mixture_prior_or_a_flow_posterior_is_explored_by_code_variance(explorers: ex.Explorers,
                                                                           name: str) -> None:
     """No per-unit KL (the VampPrior's KL to a mixture, a flow's): sliders by code variance over the data, not in

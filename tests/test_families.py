@@ -4,6 +4,7 @@ independent computations: torch.distributions densities, autograd Jacobians, han
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from torch import distributions as D
 from torch.testing import assert_close
 
 import zoo
+from zoo.cards import card_metrics
 from zoo.data import TensorData
 from zoo.errors import ConfigError
 from zoo.metrics import active_units, elbo_terms, importance_sampled_nll, reconstruction_gain
@@ -215,12 +217,17 @@ def test_families_page_compares_each_family_with_the_vae_on_the_same_digits(tmp_
     assert verdict(1.0, 0.4, "either") == "higher" and verdict(0.1, 0.4, "either") == "no difference"
     out = tmp_path / "families.md"
     out.write_text("old\n<!-- discussion -->\n## Why\n\nkept by hand\n<!-- /discussion -->\n")
-    main(["--out", str(out), "--only", "vae-mnist", "iwae-mnist", "cvae-mnist", "vae-dsprites", "beta-vae-dsprites",
-          "beta-tcvae-dsprites", "--nll-samples", "20", "--examples", "40"])
+    main(["--out", str(out), "--only", "vae-mnist", "iwae-mnist", "cvae-mnist", "ladder-vae-mnist", "vae-dsprites",
+          "beta-vae-dsprites", "beta-tcvae-dsprites", "--nll-samples", "20", "--examples", "40"])
     text = out.read_text()
     rows = {line.split(" | ")[0].strip("| `"): line for line in text.splitlines() if line.startswith("| `")}
     assert {"vae-mnist", "iwae-mnist", "cvae-mnist"} <= set(rows)
     assert "(-log p(x\\|y))" in rows["cvae-mnist"] and "(-log p(x\\|y))" not in rows["vae-mnist"]
+    # A hierarchy's row gives each layer's size and active units (from its card).
+    card = card_metrics(Path(zoo.get_checkpoint("ladder-vae-mnist").folder) / "README.md")
+    ladder = next(line for line in text.splitlines() if line.startswith("| `ladder-vae-mnist` | `ladder-vae` |"))
+    assert "| z1: 16 + z2: 8 | " in ladder and (f"| {int(card['active_units'])} (z1: {int(card['active_units_z1'])}, "
+                                                f"z2: {int(card['active_units_z2'])}) |") in ladder
     comparison = [line for line in text.splitlines() if line.startswith("| `iwae-mnist` | Burda")]
     assert len(comparison) == 1 and any(f"**{v}**" in comparison[0] for v in ("agrees", "disagrees", "undecided"))
     assert "kept by hand" in text and "40 test digits" in text and text.count("<!-- discussion -->") == 1

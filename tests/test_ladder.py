@@ -192,3 +192,18 @@ def test_traversals_keep_to_a_group_and_a_top_unit_moves_the_bottom_layer():
         traversals(model, data.x[:1], data=data, group="z3")
     with pytest.raises(ValueError, match=r"latent unit indices of group z2 \(4..5\), got \[1\]"):
         traversals(model, data.x[:1], data=data, group="z2", dims=[1])
+
+
+def test_warm_up_weighs_the_kl_in_training_only():
+    variant, model = tiny_ladder(warmup_steps=100)
+    x = images()
+    model.train()
+    torch.manual_seed(3)
+    early = variant.loss(model, x, step=25)
+    assert_close(early.total, early.terms["reconstruction"] + 0.25 * early.terms["kl"])
+    torch.manual_seed(3)
+    late = variant.loss(model, x, step=100)
+    assert_close(late.total, late.terms["neg_elbo"])
+    model.eval()  # validation and zoo eval: the negative ELBO at any step
+    evaluated = variant.loss(model, x, step=25)
+    assert_close(evaluated.total, evaluated.terms["neg_elbo"])
