@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from zoo_model_cards.dsprites_seeds import load_results
 from zoo_model_cards.make import training_section
 from zoo_model_cards.recipes import RECIPES
 
@@ -125,6 +126,70 @@ exactly (nats).
 
 beta-TCVAE and FactorVAE were proposed because the beta-VAE buys disentanglement with reconstruction; against
 the VAE and the beta-VAE at this budget:
+
+{chr(10).join(findings)}
+"""
+
+
+#: The scores compared across training seeds: (metric type, column, digits).
+SEED_COLUMNS = (("reconstruction", "reconstruction (nats)", 1), ("mig", "MIG", 3),
+                ("factor_vae_score", "FactorVAE score", 3), ("beta_vae_score", "beta-VAE score", 3))
+
+
+def seed_values(rows: list[dict[str, Any]], runs: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[int, Any]]:
+    """{checkpoint: {seed: card-like numbers}}: seed 0 from each row's card (the bundled checkpoint), the others
+    from ``runs`` (:func:`zoo_model_cards.dsprites_seeds.load_results`)."""
+    return {r["name"]: {0: r["card"], **{int(seed): numbers for seed, numbers in runs.get(r["name"], {}).items()}}
+            for r in rows}
+
+
+def mean_and_spread(values: list[float]) -> tuple[float, float]:
+    """Mean and standard deviation (ddof 1; 0 for one value)."""
+    mean = sum(values) / len(values)
+    return mean, (math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0)
+
+
+def compare_over_seeds(a: list[float], b: list[float]) -> str:
+    """"above", "below" or "within the spread": whether mean(a) - mean(b) is beyond two standard errors of the
+    difference of two independent means (sd^2 / n of each), or not."""
+    (mean_a, sd_a), (mean_b, sd_b) = mean_and_spread(a), mean_and_spread(b)
+    diff, stderr = mean_a - mean_b, math.sqrt(sd_a ** 2 / len(a) + sd_b ** 2 / len(b))
+    return "above" if diff > 2 * stderr else "below" if diff < -2 * stderr else "within the spread"
+
+
+def render_seeds(values: dict[str, dict[int, Any]]) -> str:
+    """The dSprites recipes over training seeds (mean ± sd, per seed in brackets) and each penalty against the
+    baselines by the two-standard-error rule; empty when no checkpoint has more than its own seed."""
+    if all(len(runs) == 1 for runs in values.values()):
+        return ""
+    columns = ["checkpoint", "seeds", *(c[1] for c in SEED_COLUMNS)]
+    lines = [f"| {' | '.join(columns)} |", f"|{' --- |' * len(columns)}"]
+    for name, runs in values.items():
+        cells = []
+        for key, _, digits in SEED_COLUMNS:
+            per_seed = [runs[seed][key] for seed in sorted(runs)]
+            mean, sd = mean_and_spread(per_seed)
+            cells.append(f"{mean:.{digits}f} ± {sd:.{digits}f} ({', '.join(f'{v:.{digits}f}' for v in per_seed)})")
+        lines.append(f"| `{name}` | {', '.join(map(str, sorted(runs)))} | {' | '.join(cells)} |")
+    findings = []
+    for name, runs in values.items():
+        if name in DSPRITES_BASELINES:
+            continue
+        said = []
+        for base in (b for b in DSPRITES_BASELINES if b in values):
+            scores = ", ".join(f"{column} " + compare_over_seeds([r[key] for r in runs.values()],
+                                                                 [r[key] for r in values[base].values()])
+                               for key, column, _ in SEED_COLUMNS[1:])
+            said.append(f"against `{base}`: {scores}")
+        findings.append(f"- `{name}`: {'; '.join(said)}.")
+    return f"""### Across training seeds
+
+The same recipes trained again with other seeds (`python -m zoo_model_cards.dsprites_seeds`; seed 0 is the bundled
+checkpoint, its numbers from its card; the others evaluated as the cards are): mean ± standard deviation over the
+seeds, each seed's value in brackets. A score is "above" or "below" a baseline's when the difference of the means
+is beyond two standard errors (each mean's sd^2 / n added), otherwise "within the spread".
+
+{chr(10).join(lines)}
 
 {chr(10).join(findings)}
 """
@@ -313,7 +378,8 @@ def main(argv: list[str] | None = None) -> None:
     dsprites = ""
     if dsprites_names:
         images = load_dataset("dsprites", "test").x
-        dsprites = render_dsprites([measure_dsprites(name, images) for name in dsprites_names], len(images))
+        measured = [measure_dsprites(name, images) for name in dsprites_names]
+        dsprites = render_dsprites(measured, len(images)) + render_seeds(seed_values(measured, load_results()))
     old = args.out.read_text() if args.out.exists() else ""
     kept = _DISCUSSION.search(old)
     discussion = kept.group(0) if kept else "<!-- discussion -->\n## Why\n\n(to be written)\n<!-- /discussion -->\n"

@@ -47,15 +47,24 @@ LIMITS = {
 }
 
 
+def train_recipe(recipe: Recipe, progress: bool = True, seed: int | None = None,
+                 **config: Any) -> tuple[Any, Any, float, Any]:
+    """(model in eval mode on the CPU, zoo.train's result, seconds, the training data) of the recipe's training run,
+    with ``seed`` in place of the recipe's and ``config`` fields over the recipe's where given."""
+    train = recipe.train if seed is None else {**recipe.train, "seed": seed}
+    torch.manual_seed(train.get("seed", 0))
+    model = zoo.create(recipe.variant, **{**recipe.config, **config})
+    fit, val = (load_dataset(recipe.dataset, split) for split in ("fit", "val"))
+    start = time.time()
+    result = zoo.train(model, fit, val_data=val, progress=progress, **train)
+    seconds = time.time() - start
+    return model.cpu().eval(), result, seconds, fit
+
+
 def make(recipe: Recipe, out_root: Path = HERE, progress: bool = True,
          references: Path = REFERENCES) -> dict[str, float]:
-    torch.manual_seed(recipe.train.get("seed", 0))
-    model = zoo.create(recipe.variant, **recipe.config)
-    fit, val, test = (load_dataset(recipe.dataset, split) for split in ("fit", "val", "test"))
-    start = time.time()
-    result = zoo.train(model, fit, val_data=val, progress=progress, **recipe.train)
-    seconds = time.time() - start
-    model.cpu().eval()
+    model, result, seconds, fit = train_recipe(recipe, progress)
+    test = load_dataset(recipe.dataset, "test")
     if recipe.fit_scaling_factor:
         model.fit_scaling_factor(fit.x)
     fit_samplers(model, recipe, fit)

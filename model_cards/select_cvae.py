@@ -14,10 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
+from zoo_model_cards.make import train_recipe
 from zoo_model_cards.recipes import RECIPES
 
-import zoo
 from zoo.data import load_dataset
 from zoo.metrics import elbo_terms
 from zoo.sample_quality import conditional_accuracy
@@ -30,13 +29,10 @@ def main() -> None:
     parser.add_argument("--latents", type=int, nargs="+", default=[4, 8, 16])
     args = parser.parse_args()
     recipe = RECIPES["cvae-mnist"]
-    fit, val = load_dataset("mnist", "fit"), load_dataset("mnist", "val")
+    val = load_dataset("mnist", "val")
     rows = []
     for latent in args.latents:
-        torch.manual_seed(recipe.train["seed"])
-        model = zoo.create(recipe.variant, **{**recipe.config, "latent_dim": latent})
-        result = zoo.train(model, fit, val_data=val, progress=False, **recipe.train)
-        model.eval()
+        model, result, _, _ = train_recipe(recipe, progress=False, latent_dim=latent)
         accuracy = conditional_accuracy(model, per_class=200)
         rows.append({"latent_dim": latent, "best_epoch": result.best_epoch,
                      "val_neg_elbo": elbo_terms(model, val)["neg_elbo"],

@@ -14,10 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
+from zoo_model_cards.make import train_recipe
 from zoo_model_cards.recipes import RECIPES
 
-import zoo
 from zoo.data import load_dataset
 from zoo.metrics import active_units, elbo_terms
 
@@ -27,13 +26,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, nargs="+", default=[0, 500, 1000, 1500, 3000, 6000])
     args = parser.parse_args()
     recipe = RECIPES["ladder-vae-mnist"]
-    fit, val = load_dataset("mnist", "fit"), load_dataset("mnist", "val")
+    val = load_dataset("mnist", "val")
     rows = []
     for steps in args.warmup:
-        torch.manual_seed(recipe.train["seed"])
-        model = zoo.create(recipe.variant, **{**recipe.config, "warmup_steps": steps})
-        result = zoo.train(model, fit, val_data=val, progress=False, **recipe.train)
-        model.eval()
+        model, result, _, _ = train_recipe(recipe, progress=False, warmup_steps=steps)
         terms = elbo_terms(model, val)
         groups = active_units(model, val)["groups"]
         rows.append({"warmup_steps": steps, "best_epoch": result.best_epoch, "val_neg_elbo": terms["neg_elbo"],

@@ -238,6 +238,30 @@ def test_families_page_compares_each_family_with_the_vae_on_the_same_digits(tmp_
     assert len(finding) == 1 and "`beta-vae-dsprites`'s" in finding[0] and "`vae-dsprites`'s" in finding[0]
 
 
+def test_dsprites_seeds_are_compared_by_two_standard_errors_of_the_difference_of_means():
+    from zoo_model_cards.families import compare_over_seeds, mean_and_spread, render_seeds, seed_values
+
+    assert mean_and_spread([1.0, 2.0, 3.0]) == (2.0, 1.0) and mean_and_spread([4.0]) == (4.0, 0.0)
+    # means 0.5 and 0.1, standard error sqrt(0.1^2 / 3 + 0.1^2 / 3) = 0.082: 0.4 is beyond two of them
+    assert compare_over_seeds([0.4, 0.5, 0.6], [0.0, 0.1, 0.2]) == "above"
+    assert compare_over_seeds([0.0, 0.1, 0.2], [0.4, 0.5, 0.6]) == "below"
+    assert compare_over_seeds([0.1, 0.5, 0.9], [0.0, 0.1, 0.2]) == "within the spread"  # se 0.24 > diff / 2
+
+    def card(mig: float) -> dict[str, float]:
+        return {"reconstruction": 50.0, "mig": mig, "factor_vae_score": 0.5, "beta_vae_score": 0.6}
+
+    rows = [{"name": "vae-dsprites", "card": card(0.0)}, {"name": "beta-tcvae-dsprites", "card": card(0.4)}]
+    runs = {"vae-dsprites": {"1": card(0.1), "2": card(0.2)}, "beta-tcvae-dsprites": {"1": card(0.5), "2": card(0.6)}}
+    values = seed_values(rows, runs)
+    assert sorted(values["vae-dsprites"]) == [0, 1, 2] and values["beta-tcvae-dsprites"][0]["mig"] == 0.4
+    text = render_seeds(values)
+    assert ("| `beta-tcvae-dsprites` | 0, 1, 2 | 50.0 ± 0.0 (50.0, 50.0, 50.0) | 0.500 ± 0.100 (0.400, 0.500, "
+            "0.600) |") in text
+    assert ("- `beta-tcvae-dsprites`: against `vae-dsprites`: MIG above, FactorVAE score within the spread, "
+            "beta-VAE score within the spread.") in text
+    assert render_seeds(seed_values(rows, {})) == ""  # no other seeds run: no section
+
+
 def test_the_kl_split_of_each_dsprites_card_sums_to_its_kl():
     """Chen et al.'s three terms, measured on the test images, add up to the card's closed-form KL up to the
     Monte Carlo noise of one draw per image."""
@@ -395,3 +419,24 @@ def test_families_page_sets_every_fitted_sampler_beside_the_own_priors():
     assert all(r["fcd"] is not None and r["fcd_mlp"] is not None and r["confidence"] is not None for r in rows)
     assert all(r["code_nll"] is None for r in rows if r["sampler"] in ("`two-stage`", "its own prior"))
     assert "| `vq-vae-mnist` | `pixelcnn` |" in render_samplers(rows)
+
+
+def test_dsprites_seed_runs_are_merged_into_one_file_run_by_run(tmp_path, monkeypatch):
+    from zoo_model_cards import dsprites_seeds
+
+    calls = []
+
+    def fake_run(name, seed):
+        calls.append((name, seed))
+        return {"mig": seed / 10}
+
+    monkeypatch.setattr(dsprites_seeds, "run", fake_run)
+    out = tmp_path / "seeds.json"
+    dsprites_seeds.main(["--seeds", "1", "2", "--only", "vae-dsprites", "--out", str(out)])
+    dsprites_seeds.main(["--seeds", "3", "--only", "beta-vae-dsprites", "--out", str(out)])
+    assert calls == [("vae-dsprites", 1), ("vae-dsprites", 2), ("beta-vae-dsprites", 3)]
+    assert dsprites_seeds.load_results(out) == {"vae-dsprites": {"1": {"mig": 0.1}, "2": {"mig": 0.2}},
+                                                "beta-vae-dsprites": {"3": {"mig": 0.3}}}
+    for argv in (["--seeds", "0"], ["--only", "vae-mnist"]):
+        with pytest.raises(SystemExit):
+            dsprites_seeds.main([*argv, "--out", str(out)])
