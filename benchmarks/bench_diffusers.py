@@ -108,6 +108,7 @@ def check_same_loss(config: dict[str, Any], x: torch.Tensor) -> None:
     with torch.random.fork_rng():
         torch.manual_seed(1)
         theirs = direct_loss(vae, x)
+    ours, theirs = ours.detach(), theirs.detach()
     assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-3), (float(ours), float(theirs))
 
 

@@ -115,8 +115,8 @@ def render_dsprites(rows: list[dict[str, Any]], num_images: int) -> str:
     return f"""## The disentangling families side by side (dSprites)
 
 Every dSprites checkpoint is trained by its recipe for the same 4,000 steps of batch 64 (0.35 of one pass over
-the 737,280 images; the standard protocol trains 300,000), same architecture and optimiser, seed 0: one run
-each, so differences of a few hundredths in a score are within what another seed could change. From the
+the 737,280 images; the standard protocol trains 300,000), same architecture and optimiser: the bundled
+checkpoints, seed 0 (other seeds in the next table, where there are any). From the
 cards: the ELBO's reconstruction and KL terms, active units, MIG, the FactorVAE score and the beta-VAE score
 (sample counts on each card). Measured here on {num_images:,} test images: Chen et al.'s split of the mean KL
 into index-code MI, total correlation and dimension-wise KL, the aggregate posterior of those images taken
