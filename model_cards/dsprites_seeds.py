@@ -7,8 +7,8 @@ training runs and not only over test images (Locatello et al. 2019: the seed mat
 Each run is ``python -m zoo_model_cards.make NAME``'s training with ``seed`` replaced, evaluated as the card is
 (:func:`zoo.evaluate` on the 1,000 test images, the card's reduced sample counts for the scores); seed 0 is the
 bundled checkpoint, whose numbers the families page takes from its card. The runs' numbers are merged into
-``docs/families-dsprites-seeds.json``, which ``python -m zoo_model_cards.families`` reads. About 40 minutes per
-seed for the four recipes on a 2-core CPU.
+``docs/families-dsprites-seeds.json``, which ``python -m zoo_model_cards.families`` reads. About 4 minutes per run
+on a 2-core CPU (the default, two seeds of four recipes, 34 minutes).
 """
 
 from __future__ import annotations

@@ -60,7 +60,9 @@ class LadderVAEConfig(VAEConfig):
     top_latent_dim: int = 8
     top_hidden_dims: tuple[int, ...] = (128,)
     #: Deterministic warm-up (the paper's): in training the KL's weight rises linearly from 0 to 1 over this many
-    #: steps (0: off). Evaluation (eval mode: validation, ``zoo eval``) always reports the negative ELBO.
+    #: steps (0: off). Evaluation (eval mode: validation, ``zoo eval``) always reports the negative ELBO. A compiled
+    #: loss (``compile=``) sees a new weight at every step of the warm-up and recompiles for it until
+    #: torch.compile's recompile limit, then runs eagerly (as beta-vae's warm-up and capacity schedule do).
     warmup_steps: int = 0
 
     def __post_init__(self) -> None:
@@ -213,7 +215,7 @@ class LadderVAEVariant(VAEVariant):
                                top_hidden_dims=(16,))
 
     def loss(self, model: LadderVAEModel, batch: Batch, *, step: int = 0) -> LossOutput:
-        x, y = split_batch(batch)
+        x, _ = split_batch(batch)
         posterior = model.encode(x)
         k = model.config.mc_samples
         z = posterior.sample(k if k > 1 else None)
@@ -224,7 +226,7 @@ class LadderVAEVariant(VAEVariant):
         neg_elbo = recon + total_kl
         terms = {"reconstruction": recon, "kl": total_kl, "kl_z1": kl["z1"], "kl_z2": kl["z2"], "neg_elbo": neg_elbo}
         warmup = model.config.warmup_steps
-        if model.training and step < warmup:
+        if warmup and model.training and step < warmup:  # without warm-up the step is not read: no recompiles
             return LossOutput(recon + (step / warmup) * total_kl, terms)
         return LossOutput(neg_elbo, terms)
 

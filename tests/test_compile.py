@@ -62,3 +62,17 @@ def test_a_variant_can_opt_out(monkeypatch: pytest.MonkeyPatch, caplog: pytest.L
         zoo.train(tiny_vae(), load_dataset("digits", "train").x[:64], epochs=1, batch_size=32, progress=False,
                   device="cpu", compile="default")
     assert "opts out of torch.compile" in caplog.text
+
+
+def test_a_compiled_ladder_vae_without_warm_up_compiles_once_per_batch_shape() -> None:
+    """The ladder's loss reads the step only during a warm-up: without one, the step does not become a guard
+    that recompiles the loss at every step (two graphs: the full batches and the smaller last one)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    model = zoo.create("ladder-vae", **vars(zoo.get_variant("ladder-vae").tiny_config()))
+    zoo.train(model, load_dataset("digits", "train").x[:330], epochs=2, batch_size=32, progress=False, device="cpu",
+              compile="default")
+    assert counters["stats"]["unique_graphs"] == 2
