@@ -26,20 +26,21 @@ def trained(compile_mode: str | None) -> tuple[dict[str, torch.Tensor], list[dic
     return model.state_dict(), result.history
 
 
-def test_a_compiled_loss_trains_like_the_eager_one(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_compiled_loss_trains_like_the_eager_one() -> None:
     """22 steps of a VAE with the loss compiled by inductor (each epoch's last batch smaller: a dynamic batch
     size): the same weights and epoch means as eager, up to float reordering (inductor's fused kernels sum
     in another order). Inductor draws the reparameterisation
-    noise with torch's own generator here (``fallback_random``), so both runs see the same noise."""
+    noise with torch's own generator here (``fallback_random``, set through the config's own ``patch``: a
+    monkeypatched config attribute is deleted on undo, and the next compile in the session fails), so both runs
+    see the same noise."""
     import torch._inductor.config as inductor
-
-    monkeypatch.setattr(inductor, "fallback_random", True)
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
     eager, eager_history = trained(None)
     assert not counters["stats"]["unique_graphs"]
-    compiled, compiled_history = trained("default")
+    with inductor.patch(fallback_random=True):
+        compiled, compiled_history = trained("default")
     assert counters["stats"]["unique_graphs"] >= 1  # dynamo captured the loss
     assert eager.keys() == compiled.keys()
     for key in eager:

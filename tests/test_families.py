@@ -234,8 +234,10 @@ def test_families_page_compares_each_family_with_the_vae_on_the_same_digits(tmp_
     assert "| MLP FCD | confidence | centre spread |" in text
     dsprites = text.split("## The disentangling families side by side (dSprites)")[1].split("<!-- discussion -->")[0]
     assert {"vae-dsprites", "beta-vae-dsprites", "beta-tcvae-dsprites"} <= set(rows)
-    finding = [line for line in dsprites.splitlines() if line.startswith("- `beta-tcvae-dsprites`")]
+    one_seed, over_seeds = dsprites.split("### Across training seeds")  # the runs of docs/families-dsprites-seeds.json
+    finding = [line for line in one_seed.splitlines() if line.startswith("- `beta-tcvae-dsprites`")]
     assert len(finding) == 1 and "`beta-vae-dsprites`'s" in finding[0] and "`vae-dsprites`'s" in finding[0]
+    assert "| `beta-tcvae-dsprites` | 0, 1, 2 |" in over_seeds
 
 
 def test_dsprites_seeds_are_compared_by_two_standard_errors_of_the_difference_of_means():
