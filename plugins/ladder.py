@@ -39,14 +39,14 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from zoo_plugins.vae import VAEConfig, VAEModel, VAEVariant
 
 import zoo
 from zoo.config import check_fields
 from zoo.contract import LatentGroup
 from zoo.distributions import DiagonalGaussian, Posterior
-from zoo.nets import activation
+from zoo.nets import mlp
 from zoo.variant import Batch, LossOutput, split_batch
 
 
@@ -68,15 +68,6 @@ class LadderVAEConfig(VAEConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_fields(self, positive=("top_latent_dim", "top_hidden_dims"), non_negative=("warmup_steps",))
-
-
-def mlp(in_features: int, hidden_dims: tuple[int, ...], out_features: int, activation_name: str) -> nn.Sequential:
-    """Linear layers in_features -> hidden_dims -> out_features, ``activation_name`` between them."""
-    dims = [in_features, *hidden_dims]
-    layers: list[nn.Module] = []
-    for d_in, d_out in zip(dims[:-1], dims[1:], strict=True):
-        layers += [nn.Linear(d_in, d_out), activation(activation_name)]
-    return nn.Sequential(*layers, nn.Linear(dims[-1], out_features))
 
 
 def precision_weighted(estimate: DiagonalGaussian, prior: DiagonalGaussian) -> DiagonalGaussian:
@@ -149,8 +140,8 @@ class LadderVAEModel(VAEModel):
     def __init__(self, config: LadderVAEConfig) -> None:
         super().__init__(config)
         features = self.encoder.head.in_features  # d1: the trunk's output, before the bottom layer's head
-        self.top_encoder = mlp(features, config.top_hidden_dims, 2 * config.top_latent_dim, config.activation)
-        self.top_down = mlp(config.top_latent_dim, tuple(reversed(config.top_hidden_dims)), 2 * config.latent_dim,
+        self.top_encoder = mlp([features, *config.top_hidden_dims, 2 * config.top_latent_dim], config.activation)
+        self.top_down = mlp([config.top_latent_dim, *reversed(config.top_hidden_dims), 2 * config.latent_dim],
                             config.activation)
 
     @property

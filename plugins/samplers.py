@@ -35,6 +35,7 @@ from torch.distributions import Categorical, MixtureSameFamily, MultivariateNorm
 import zoo
 from zoo.config import check_fields
 from zoo.errors import ConfigError
+from zoo.nets import mlp
 from zoo.samplers import FittedSampler, Sampler
 
 
@@ -271,15 +272,6 @@ class TwoStageConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, positive=("hidden_dims", "epochs", "batch_size", "lr"), non_negative=("latent_dim",))
-
-
-def mlp(sizes: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
 
 
 class TwoStageCodes(Standardised):

@@ -31,6 +31,17 @@ def activation(name: str) -> nn.Module:
         raise ConfigError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}") from None
 
 
+def mlp(sizes: Sequence[int], activation_name: str = "relu") -> nn.Sequential:
+    """Linear layers through ``sizes`` (input, hidden..., output) with ``activation_name`` between them and none
+    after the last: the small networks of samplers and of hierarchical priors."""
+    layers: list[nn.Module] = []
+    for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(d_in, d_out))
+        if i < len(sizes) - 2:
+            layers.append(activation(activation_name))
+    return nn.Sequential(*layers)
+
+
 def check_architecture(name: str) -> None:
     if name in ("mlp", "conv") or (name.startswith("timm:") and len(name) > 5):
         return
