@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> None:
             numbers = run(name, seed)
             results = load_results(args.out)  # merged one run at a time: a killed run keeps the ones before it
             results.setdefault(name, {})[str(seed)] = numbers
-            atomic_write(args.out, lambda tmp, data=results: tmp.write_text(json.dumps(data, indent=2, sort_keys=True)
-                                                                           + "\n"))
+            text = json.dumps(results, indent=2, sort_keys=True) + "\n"
+            atomic_write(args.out, lambda tmp, text=text: tmp.write_text(text))
             print(name, seed, json.dumps(numbers), flush=True)
 
 

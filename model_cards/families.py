@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -144,9 +145,8 @@ def seed_values(rows: list[dict[str, Any]], runs: dict[str, dict[str, dict[str, 
 
 
 def mean_and_spread(values: list[float]) -> tuple[float, float]:
-    """Mean and standard deviation (ddof 1; 0 for one value)."""
-    mean = sum(values) / len(values)
-    return mean, (math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0)
+    """Mean and sample standard deviation (0 for one value)."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def compare_over_seeds(a: list[float], b: list[float]) -> str:
