@@ -266,6 +266,22 @@ def test_dsprites_with_fixed_factors_is_a_data_set_of_the_others():
         DSpritesFactors({"shape": 3})
 
 
+def test_dsprites_with_a_band_of_positions_sees_the_band_as_its_grid():
+    from zoo.dsprites import render
+
+    data = DSpritesFactors({"shape": 0, "orientation": 0}, size=32, ranges={"pos_x": (12, 19), "pos_y": (16, 16)})
+    assert data.factor_names == ("scale", "pos_x") and data.factor_sizes == (6, 8)
+    factors = data.sample_factors(50, torch.Generator().manual_seed(0))
+    assert factors[:, 1].max() == 7
+    full = torch.stack([torch.zeros(50, dtype=torch.long), factors[:, 0], torch.zeros(50, dtype=torch.long),
+                        factors[:, 1] + 12, torch.full((50,), 16)], 1)
+    assert torch.equal(data.observations(factors), render(full, 32))
+    perfect = mig(data, lambda x: _centroid_code(x), num_points=2000)
+    assert perfect["factors"] == ["scale", "pos_x"] and perfect["per_factor_gap"]["pos_x"] > 0.6
+    with pytest.raises(ValueError, match="both fixed and given a range"):
+        DSpritesFactors({"pos_x": 1}, ranges={"pos_x": (0, 3)})
+
+
 def _centroid_code(x: Tensor) -> Tensor:
     """A code of (mean column, mean row, lit area) of each image: position and scale, each in its own latent."""
     grid = torch.arange(x.shape[-1], dtype=torch.float32)

@@ -122,6 +122,41 @@ def test_fixed_factors_pick_their_rows_and_bad_ones_are_named():
         check_fixed_factors({"scale": 6})
 
 
+def test_factor_ranges_keep_each_factor_to_its_band_and_bad_ones_are_named():
+    from zoo.dsprites import factor_ranges
+
+    assert factor_ranges() == ((0, 2), (0, 5), (0, 39), (0, 31), (0, 31))
+    assert factor_ranges({"shape": 0}, {"pos_x": (12, 19)}) == ((0, 0), (0, 5), (0, 39), (12, 19), (0, 31))
+    with pytest.raises(ValueError, match=r"factor\(s\) \['pos_x'\] are both fixed and given a range"):
+        factor_ranges({"pos_x": 3}, {"pos_x": (0, 4)})
+    with pytest.raises(ValueError, match=r"factor 'pos_y' takes indices 0 to 31; the range \(20, 32\) is not a band"):
+        factor_ranges(ranges={"pos_y": (20, 32)})
+    with pytest.raises(ValueError, match="is not a band"):
+        factor_ranges(ranges={"scale": (4, 2)})
+    with pytest.raises(ValueError, match=r"unknown dSprites factor\(s\) \['size'\]"):
+        factor_ranges(ranges={"size": (0, 1)})
+
+
+def test_a_stream_with_ranges_draws_inside_its_bands_and_the_default_stream_is_unchanged():
+    from zoo.dsprites import ContinuousDSprites
+
+    stream = ContinuousDSprites({"shape": 0, "orientation": 0}, size=32, ranges={"pos_x": (12, 19), "pos_y": (16, 16)})
+    assert len(stream) == 6 * 8 and stream.to("cpu").bands == stream.bands
+    factors = stream.draw_factors(4000, torch.Generator().manual_seed(0))
+    pos_x = factors[:, 3]
+    assert pos_x.min() >= 12 and pos_x.max() <= 19 and pos_x.min() < 12.1 and pos_x.max() > 18.9
+    assert (factors[:, 4] == 16).all() and (factors[:, 0] == 0).all()
+    whole = ContinuousDSprites(continuous=("scale",))  # shape, orientation and position drawn on the grid
+    drawn = whole.draw_factors(3000, torch.Generator().manual_seed(1))
+    assert set(drawn[:, 2].unique().tolist()) == set(range(40)) and (drawn[:, 3] == drawn[:, 3].round()).all()
+    # no ranges: the draws of the stream the bundled dSprites recipes train on, as written before ranges existed
+    generator, again = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    expected = torch.stack([torch.randint(3, (10,), generator=again).float(), torch.rand(10, generator=again) * 5,
+                            torch.randint(40, (10,), generator=again).float(), torch.rand(10, generator=again) * 31,
+                            torch.rand(10, generator=again) * 31], 1)
+    assert torch.equal(ContinuousDSprites().draw_factors(10, generator), expected)
+
+
 def test_a_continuous_stream_draws_between_the_grid_values_and_repeats_for_a_seed():
     from zoo.dsprites import ContinuousDSprites
 

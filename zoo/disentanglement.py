@@ -48,7 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.contract import posterior_of
-from zoo.dsprites import FACTOR_NAMES, FACTOR_SIZES, check_fixed_factors, render
+from zoo.dsprites import FACTOR_NAMES, factor_ranges, render
 
 #: Observations -> codes (n, D): the representation a metric scores.
 Representation = Callable[[Tensor], Tensor]
@@ -85,26 +85,27 @@ class DSpritesFactors:
     """dSprites' factors (shape, scale, orientation, pos_x, pos_y) and their rendered images (n, 1, size, size).
 
     ``fixed`` holds some factors at one index (``{"shape": 0, "orientation": 0}``: squares that do not
-    turn); the metrics then see only the others, as a data set with fewer factors. ``size`` renders
-    smaller images of the same grid (:func:`zoo.dsprites.render`).
+    turn) and ``ranges`` keeps a factor to a band of its grid indices (``{"pos_x": (12, 19)}``: eight
+    positions, whose indices the metrics see as 0 to 7; :func:`zoo.dsprites.factor_ranges`); the metrics
+    then see only the factors left free, as a data set with fewer factors. ``size`` renders smaller images
+    of the same grid (:func:`zoo.dsprites.render`).
     """
 
-    def __init__(self, fixed: Mapping[str, int] | None = None, size: int = 64) -> None:
-        self.fixed = dict(fixed or {})
-        check_fixed_factors(self.fixed)
+    def __init__(self, fixed: Mapping[str, int] | None = None, size: int = 64,
+                 ranges: Mapping[str, tuple[int, int]] | None = None) -> None:
+        self.fixed, self.ranges = dict(fixed or {}), dict(ranges or {})
+        self.bands = factor_ranges(self.fixed, self.ranges)
         self.size = size
-        self._free = [i for i, name in enumerate(FACTOR_NAMES) if name not in self.fixed]
+        self._free = [i for i, (low, high) in enumerate(self.bands) if high > low]
         self.factor_names: tuple[str, ...] = tuple(FACTOR_NAMES[i] for i in self._free)
-        self.factor_sizes: tuple[int, ...] = tuple(FACTOR_SIZES[i] for i in self._free)
+        self.factor_sizes: tuple[int, ...] = tuple(self.bands[i][1] - self.bands[i][0] + 1 for i in self._free)
 
     def sample_factors(self, n: int, generator: torch.Generator) -> Tensor:
         return torch.stack([torch.randint(size, (n,), generator=generator) for size in self.factor_sizes], dim=1)
 
     def observations(self, factors: Tensor) -> Tensor:
-        full = torch.zeros(len(factors), len(FACTOR_NAMES), dtype=torch.long)
-        full[:, self._free] = factors
-        for name, value in self.fixed.items():
-            full[:, FACTOR_NAMES.index(name)] = value
+        full = torch.tensor([low for low, _ in self.bands]).repeat(len(factors), 1)
+        full[:, self._free] += factors
         return render(full, self.size)
 
 

@@ -9,7 +9,8 @@ downloaded and the full set never sits in memory.
 
 For experiments a CPU can afford, the same grid renders at a smaller ``size`` (the geometry scales with
 it: a 32x32 image is the 64x64 one at half the resolution) and a subset holds some factors fixed
-(:func:`fixed_factor_indices`), e.g. squares at orientation 0, whose only factors are scale and position.
+(:func:`fixed_factor_indices`), e.g. squares at orientation 0, whose only factors are scale and position,
+or keeps a factor to a band of its grid (``ranges``: pos_x on indices 12 to 19 only).
 Such a subset is small (6,144 images), a set a model could memorise; :class:`ContinuousDSprites` draws
 scale and position anywhere between the grid's values, so that no finite set of images is there to be
 memorised.
@@ -171,6 +172,30 @@ def check_fixed_factors(fixed: Mapping[str, int]) -> None:
             raise ValueError(f"factor {name!r} takes indices 0 to {size - 1}, not {value}")
 
 
+def factor_ranges(fixed: Mapping[str, int] | None = None,
+                  ranges: Mapping[str, tuple[int, int]] | None = None) -> tuple[tuple[int, int], ...]:
+    """The grid indices each factor keeps, as inclusive ``(low, high)`` per factor in :data:`FACTOR_NAMES`
+    order: ``fixed`` factors one index, ``ranges`` factors a band of theirs (``{"pos_x": (12, 19)}``), the
+    others their whole grid. ValueError naming the factor when a name is unknown, an index or band lies
+    outside the grid, or a factor is both fixed and given a range."""
+    fixed, ranges = dict(fixed or {}), dict(ranges or {})
+    check_fixed_factors(fixed)
+    unknown = sorted(set(ranges) - set(FACTOR_NAMES))
+    if unknown:
+        raise ValueError(f"unknown dSprites factor(s) {unknown}; the factors are {FACTOR_NAMES}")
+    both = sorted(set(fixed) & set(ranges))
+    if both:
+        raise ValueError(f"factor(s) {both} are both fixed and given a range; give each one or the other")
+    out = []
+    for name, size in zip(FACTOR_NAMES, FACTOR_SIZES, strict=True):
+        low, high = (fixed[name], fixed[name]) if name in fixed else ranges.get(name, (0, size - 1))
+        if not 0 <= low <= high < size:
+            raise ValueError(f"factor {name!r} takes indices 0 to {size - 1}; the range ({low}, {high}) is not a "
+                             "band (low, high) with low <= high inside it")
+        out.append((int(low), int(high)))
+    return tuple(out)
+
+
 def sample_subset(n: int, seed: int = 0) -> DSprites:
     """A fixed random subset of ``n`` rows (for evaluation), the same for a given seed."""
     total = math.prod(FACTOR_SIZES)
@@ -184,7 +209,8 @@ CONTINUOUS_FACTORS = ("scale", "pos_x", "pos_y")
 
 class ContinuousDSprites:
     """A stream of dSprites images with ``continuous`` factors drawn uniformly over their whole range (between
-    the grid's values too) and the others on the grid; ``fixed`` factors hold one index.
+    the grid's values too) and the others on the grid; ``fixed`` factors hold one index, ``ranges`` keep a
+    factor to a band of grid indices (:func:`factor_ranges`; a continuous one is drawn anywhere in the band).
 
     A batch source for ``zoo.train`` like :class:`DSprites`: an "epoch" is ``length`` fresh draws (default:
     as many as the grid of the free factors holds), drawn from the trainer's generator, so a seed fixes the
@@ -195,38 +221,38 @@ class ContinuousDSprites:
 
     def __init__(self, fixed: Mapping[str, int] | None = None, size: int = SIZE,
                  continuous: Sequence[str] = CONTINUOUS_FACTORS, length: int | None = None,
-                 device: torch.device | str = "cpu") -> None:
-        self.fixed = dict(fixed or {})
-        check_fixed_factors(self.fixed)
+                 device: torch.device | str = "cpu", ranges: Mapping[str, tuple[int, int]] | None = None) -> None:
+        self.fixed, self.ranges = dict(fixed or {}), dict(ranges or {})
+        self.bands = factor_ranges(self.fixed, self.ranges)
         unknown = sorted(set(continuous) - set(CONTINUOUS_FACTORS))
         if unknown:
             raise ValueError(f"only {CONTINUOUS_FACTORS} can vary continuously, not {unknown}")
         self.continuous = tuple(continuous)
         self.size = size
         self.input_shape = (1, size, size)
-        free = [s for name, s in zip(FACTOR_NAMES, FACTOR_SIZES, strict=True) if name not in self.fixed]
-        self.length = math.prod(free) if length is None else length
+        self.length = math.prod(high - low + 1 for low, high in self.bands) if length is None else length
         self.device = torch.device(device)
 
     def __len__(self) -> int:
         return self.length
 
     def to(self, device: torch.device | str) -> ContinuousDSprites:
-        return ContinuousDSprites(self.fixed, self.size, self.continuous, self.length, device)
+        return ContinuousDSprites(self.fixed, self.size, self.continuous, self.length, device, self.ranges)
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         return _num_batches(self.length, batch_size, drop_last)
 
     def draw_factors(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """(n, 5) float factor "indices": fixed ones as given, continuous ones uniform on [0, size - 1]."""
+        """(n, 5) float factor "indices": one-index factors as given, continuous ones uniform on their band,
+        the others uniform on the band's grid indices."""
         columns = []
-        for name, size in zip(FACTOR_NAMES, FACTOR_SIZES, strict=True):
-            if name in self.fixed:
-                columns.append(torch.full((n,), float(self.fixed[name])))
+        for name, (low, high) in zip(FACTOR_NAMES, self.bands, strict=True):
+            if low == high:
+                columns.append(torch.full((n,), float(low)))
             elif name in self.continuous:
-                columns.append(torch.rand(n, generator=generator) * (size - 1))
+                columns.append(low + torch.rand(n, generator=generator) * (high - low))
             else:
-                columns.append(torch.randint(size, (n,), generator=generator).float())
+                columns.append(torch.randint(low, high + 1, (n,), generator=generator).float())
         return torch.stack(columns, dim=1)
 
     def batches(self, batch_size: int, *, shuffle: bool = True, generator: torch.Generator | None = None,
