@@ -183,15 +183,17 @@ class VAEVariant(Variant):
             return posterior, recon, kl.mean(0) if k > 1 else kl, False
         return posterior, recon, kl, True
 
-    def kl_weight_and_target(self, config: Any, step: int) -> tuple[float, float | None]:
-        """(weight on the KL, capacity C or None); the plain VAE weighs it by 1."""
+    def kl_weight_and_target(self, config: Any, step: int | None) -> tuple[float, float | None]:
+        """(weight on the KL, capacity C or None) at training step ``step``; ``step=None`` asks for the weight
+        and capacity after every schedule has ended, the objective evaluation reports (eval mode: validation
+        and its early stopping, ``zoo eval``). The plain VAE weighs it by 1."""
         return 1.0, None
 
     def loss(self, model: VAEModel, batch: Batch, *, step: int = 0) -> LossOutput:
         x, y = split_batch(batch)
         _, recon, kl, closed_form = self.terms(model, x, y)
         recon, kl = recon.mean(), kl.mean()
-        weight, capacity = self.kl_weight_and_target(model.config, step)
+        weight, capacity = self.kl_weight_and_target(model.config, step if model.training else None)
         neg_elbo = recon + kl
         # A Monte-Carlo KL says so in its name: it is a noisy estimate, and can be negative for one batch.
         kl_name = "kl" if closed_form else "kl_mc"
@@ -208,7 +210,8 @@ class BetaVAEConfig(VAEConfig):
     #: nats over capacity_steps steps; capacity_max = 0 turns the schedule off.
     capacity_max: float = 0.0
     capacity_steps: int = 100_000
-    #: KL warm-up: the KL weight rises linearly from 0 to beta over warmup_steps (0: off).
+    #: KL warm-up: the KL weight rises linearly from 0 to beta over warmup_steps (0: off). Both schedules are
+    #: training's: evaluation (eval mode: validation and early stopping, ``zoo eval``) sees the loss at their ends.
     warmup_steps: int = 0
 
     def __post_init__(self) -> None:
@@ -223,12 +226,12 @@ class BetaVAEVariant(VAEVariant):
     config_class = BetaVAEConfig
     description = "beta-VAE: weighted KL, optional capacity schedule (Burgess et al.) and KL warm-up"
 
-    def kl_weight_and_target(self, config: BetaVAEConfig, step: int) -> tuple[float, float | None]:
-        warm = min(1.0, step / config.warmup_steps) if config.warmup_steps > 0 else 1.0
+    def kl_weight_and_target(self, config: BetaVAEConfig, step: int | None) -> tuple[float, float | None]:
+        warm = 1.0 if step is None or config.warmup_steps == 0 else min(1.0, step / config.warmup_steps)
         if config.capacity_max <= 0:
             return config.beta * warm, None
-        capacity = config.capacity_max * min(1.0, step / max(config.capacity_steps, 1))
-        return config.beta * warm, capacity
+        done = 1.0 if step is None else min(1.0, step / max(config.capacity_steps, 1))
+        return config.beta * warm, config.capacity_max * done
 
 
 @zoo.hookimpl

@@ -415,6 +415,27 @@ def test_kl_warm_up():
     assert beta_total(vae, x, 10, step=10_000, **cfg) == pytest.approx(recon + 4.0 * kl, rel=1e-6)
 
 
+def test_evaluation_sees_the_loss_after_the_schedules_whatever_the_step():
+    """Validation calls the loss at step 0: in eval mode a warm-up's weight is beta and the capacity its
+    maximum, so early stopping compares epochs on the objective the schedules end at, not on recon alone."""
+    x = unit_data(5, *TINY["input_shape"], seed=20)
+    vae = make("vae", seed=6).eval()
+    torch.manual_seed(11)
+    terms = zoo.get_variant("vae").loss(vae, x).terms
+    recon_eval, kl_eval = num(terms["reconstruction"]), num(terms["kl"])
+    for cfg, expected in (({"beta": 4.0, "warmup_steps": 200}, recon_eval + 4.0 * kl_eval),
+                          ({"beta": 3.0, "capacity_max": kl_eval / 2, "capacity_steps": 1000},
+                           recon_eval + 3.0 * kl_eval / 2)):
+        model = make("beta-vae", seed=1, **cfg)
+        copy_weights(vae, model)
+        model.eval()
+        torch.manual_seed(11)
+        assert num(zoo.get_variant("beta-vae").loss(model, x, step=0).total) == pytest.approx(expected, rel=1e-6)
+        model.train()
+        torch.manual_seed(11)
+        assert num(zoo.get_variant("beta-vae").loss(model, x, step=0).total) != pytest.approx(expected, rel=1e-3)
+
+
 # -- contractive autoencoder -----------------------------------------------------------------------
 
 
