@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from torch import Tensor
 from zoo_plugins.vae import VAEConfig, VAEModel, VAEVariant
 
 import zoo
@@ -33,7 +34,7 @@ class CVAEVariant(VAEVariant):
             raise ConfigError("cvae needs num_classes >= 1 (the number of labels it conditions on)")
         return VAEModel(config)
 
-    def loss(self, model: VAEModel, batch: Batch, *, step: int = 0) -> LossOutput:
+    def loss(self, model: VAEModel, batch: Batch, *, step: int | Tensor = 0) -> LossOutput:
         _, y = split_batch(batch)
         if y is None:
             raise DataError("cvae is conditional: batches must be (x, y) with integer labels y")

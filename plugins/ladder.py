@@ -47,7 +47,7 @@ from zoo.config import check_fields
 from zoo.contract import LatentGroup
 from zoo.distributions import DiagonalGaussian, Posterior
 from zoo.nets import mlp
-from zoo.variant import Batch, LossOutput, split_batch
+from zoo.variant import Batch, LossOutput, linear_ramp, split_batch
 
 
 @dataclass
@@ -60,9 +60,7 @@ class LadderVAEConfig(VAEConfig):
     top_latent_dim: int = 8
     top_hidden_dims: tuple[int, ...] = (128,)
     #: Deterministic warm-up (the paper's): in training the KL's weight rises linearly from 0 to 1 over this many
-    #: steps (0: off). Evaluation (eval mode: validation, ``zoo eval``) always reports the negative ELBO. A compiled
-    #: loss (``compile=``) sees a new weight at every step of the warm-up and recompiles for it until
-    #: torch.compile's recompile limit, then runs eagerly (as beta-vae's warm-up and capacity schedule do).
+    #: steps (0: off). Evaluation (eval mode: validation, ``zoo eval``) always reports the negative ELBO.
     warmup_steps: int = 0
 
     def __post_init__(self) -> None:
@@ -205,7 +203,7 @@ class LadderVAEVariant(VAEVariant):
         return LadderVAEConfig(input_shape=(1, 8, 8), latent_dim=4, hidden_dims=(32,), top_latent_dim=2,
                                top_hidden_dims=(16,))
 
-    def loss(self, model: LadderVAEModel, batch: Batch, *, step: int = 0) -> LossOutput:
+    def loss(self, model: LadderVAEModel, batch: Batch, *, step: int | Tensor = 0) -> LossOutput:
         x, _ = split_batch(batch)
         posterior = model.encode(x)
         k = model.config.mc_samples
@@ -217,8 +215,10 @@ class LadderVAEVariant(VAEVariant):
         neg_elbo = recon + total_kl
         terms = {"reconstruction": recon, "kl": total_kl, "kl_z1": kl["z1"], "kl_z2": kl["z2"], "neg_elbo": neg_elbo}
         warmup = model.config.warmup_steps
-        if warmup and model.training and step < warmup:  # without warm-up the step is not read: no recompiles
-            return LossOutput(recon + (step / warmup) * total_kl, terms)
+        if warmup and model.training:
+            weight = linear_ramp(step, warmup)
+            if isinstance(weight, Tensor) or weight < 1.0:
+                return LossOutput(recon + weight * total_kl, terms)
         return LossOutput(neg_elbo, terms)
 
 

@@ -23,7 +23,7 @@ from zoo.errors import ConfigError
 from zoo.losses import reconstruction_nll
 from zoo.model import ZooModel, condition_vector
 from zoo.nets import Decoder, Encoder, SpatialDecoder, SpatialEncoder, spatial_latent_shape
-from zoo.variant import Batch, LossOutput, Variant, split_batch
+from zoo.variant import Batch, LossOutput, Variant, linear_ramp, split_batch
 
 
 @dataclass
@@ -183,13 +183,14 @@ class VAEVariant(Variant):
             return posterior, recon, kl.mean(0) if k > 1 else kl, False
         return posterior, recon, kl, True
 
-    def kl_weight_and_target(self, config: Any, step: int | None) -> tuple[float, float | None]:
+    def kl_weight_and_target(self, config: Any, step: int | Tensor | None) -> tuple[Any, Any]:
         """(weight on the KL, capacity C or None) at training step ``step``; ``step=None`` asks for the weight
         and capacity after every schedule has ended, the objective evaluation reports (eval mode: validation
-        and its early stopping, ``zoo eval``). The plain VAE weighs it by 1."""
+        and its early stopping, ``zoo eval``). Numbers for an int step, 0-d tensors for a compiled loss's
+        tensor step (:func:`zoo.variant.linear_ramp`). The plain VAE weighs it by 1."""
         return 1.0, None
 
-    def loss(self, model: VAEModel, batch: Batch, *, step: int = 0) -> LossOutput:
+    def loss(self, model: VAEModel, batch: Batch, *, step: int | Tensor = 0) -> LossOutput:
         x, y = split_batch(batch)
         _, recon, kl, closed_form = self.terms(model, x, y)
         recon, kl = recon.mean(), kl.mean()
@@ -197,7 +198,7 @@ class VAEVariant(Variant):
         neg_elbo = recon + kl
         # A Monte-Carlo KL says so in its name: it is a noisy estimate, and can be negative for one batch.
         kl_name = "kl" if closed_form else "kl_mc"
-        if capacity is None and weight == 1.0:  # the plain VAE's loss is its negative ELBO
+        if capacity is None and not isinstance(weight, Tensor) and weight == 1.0:  # the plain VAE: the -ELBO
             return LossOutput(neg_elbo, {"reconstruction": recon, kl_name: kl, "neg_elbo": neg_elbo})
         kl_term = weight * (kl - capacity).abs() if capacity is not None else weight * kl
         return LossOutput(recon + kl_term, {"reconstruction": recon, kl_name: kl, "neg_elbo": neg_elbo})
@@ -226,11 +227,11 @@ class BetaVAEVariant(VAEVariant):
     config_class = BetaVAEConfig
     description = "beta-VAE: weighted KL, optional capacity schedule (Burgess et al.) and KL warm-up"
 
-    def kl_weight_and_target(self, config: BetaVAEConfig, step: int | None) -> tuple[float, float | None]:
-        warm = 1.0 if step is None or config.warmup_steps == 0 else min(1.0, step / config.warmup_steps)
+    def kl_weight_and_target(self, config: BetaVAEConfig, step: int | Tensor | None) -> tuple[Any, Any]:
+        warm = 1.0 if step is None or config.warmup_steps == 0 else linear_ramp(step, config.warmup_steps)
         if config.capacity_max <= 0:
             return config.beta * warm, None
-        done = 1.0 if step is None else min(1.0, step / max(config.capacity_steps, 1))
+        done = 1.0 if step is None else linear_ramp(step, config.capacity_steps)
         return config.beta * warm, config.capacity_max * done
 
 

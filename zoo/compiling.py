@@ -39,6 +39,10 @@ def compile_loss(loss: Callable[..., Any], mode: str) -> Callable[..., Any]:
     (``dynamic=False``): an epoch's smaller last batch gets a graph of its own, compiled once, because the
     dynamic-shape graph torch.compile would otherwise switch to ran a small VAE's step at about 2.6x the
     time of the static one on the CPU (benchmarks/bench_overhead.py).
+
+    The ``step`` goes in as a 0-d float tensor: a Python int would be a constant of the graph, and a loss
+    whose schedule reads it (a KL warm-up) would be recompiled at every step until torch.compile's
+    recompile limit, then run eagerly. Losses read it through :func:`zoo.variant.linear_ramp`.
     """
     from zoo.variant import LossOutput
 
@@ -49,6 +53,8 @@ def compile_loss(loss: Callable[..., Any], mode: str) -> Callable[..., Any]:
     compiled = torch.compile(parts, mode=mode, dynamic=False)
 
     def call(*args: Any, **kwargs: Any) -> LossOutput:
+        if isinstance(kwargs.get("step"), int):  # a graph input, not a constant the graph is specialised on
+            kwargs["step"] = torch.tensor(float(kwargs["step"]))
         return LossOutput(*compiled(*args, **kwargs))
 
     return call

@@ -118,8 +118,10 @@ class Variant:
         """Return a freshly initialised model for ``config``."""
         raise NotImplementedError(f"variant {self.name!r} must implement build(config)")
 
-    def loss(self, model: nn.Module, batch: Batch, *, step: int = 0) -> LossOutput:
-        """Return the loss for one batch; ``step`` drives schedules (warm-up, capacity)."""
+    def loss(self, model: nn.Module, batch: Batch, *, step: int | Tensor = 0) -> LossOutput:
+        """Return the loss for one batch; ``step`` drives schedules (warm-up, capacity). Under
+        ``compile`` the step comes as a 0-d tensor (:mod:`zoo.compiling`): read it through
+        :func:`linear_ramp`, or as a tensor, never as a Python number, or the loss recompiles every step."""
         raise NotImplementedError(f"variant {self.name!r} must implement loss(model, batch)")
 
     # -- training --------------------------------------------------------------------------
@@ -164,6 +166,15 @@ class Variant:
 
     def __repr__(self) -> str:
         return f"<Variant {self.name!r}>"
+
+
+def linear_ramp(step: int | Tensor, steps: int) -> float | Tensor:
+    """``step / steps`` capped at 1: a schedule rising linearly from 0 to 1 over ``steps`` steps (KL warm-up,
+    a capacity). A number for an int step (eager training), a 0-d tensor for a tensor step (a compiled loss,
+    where the step is a graph input and the schedule costs no recompilation)."""
+    if isinstance(step, Tensor):
+        return (step / steps).clamp(max=1.0)
+    return min(1.0, step / steps)
 
 
 def split_batch(batch: Batch) -> tuple[Tensor, Tensor | None]:
