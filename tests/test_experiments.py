@@ -158,6 +158,55 @@ def test_beta_sweep_reconstruction_worsens_with_beta(tmp_path):
     check_written(result, tmp_path / "beta-disentanglement")
 
 
+@pytest.mark.slow
+def test_beta_protocols_report_each_protocol_and_each_factors_two_best_latents(tmp_path):
+    from zoo.experiments.beta_protocols import PROTOCOLS
+
+    result = run_experiment("beta-protocols", tmp_path, quick=True)
+    names = {"one position factor": ("scale", "pos_x"), "unequal ranges": ("pos_x", "pos_y"),
+             "ellipses": ("scale", "pos_x", "pos_y"), "conv net": ("scale", "pos_x", "pos_y")}
+    assert [p.name for p in PROTOCOLS] == list(names)
+    for protocol, factors in names.items():
+        for beta in (1, 8):
+            row = f"{protocol}, beta={beta}: "
+            assert len(result.numbers[row + "MIG, per seed"]) == 2
+            gaps = [key.removeprefix(row + "MIG gap of ") for key in result.numbers if key.startswith(row + "MIG gap")]
+            assert {gap for gap in gaps if "," not in gap} == set(factors)
+            for factor in factors:  # the gap is the best latent's share minus the second's, seed by seed
+                best = result.numbers[f"{row}{factor}: best latent's normalised MI, per seed"]
+                second = result.numbers[f"{row}{factor}: second latent's normalised MI, per seed"]
+                gap = result.numbers[f"{row}MIG gap of {factor}, per seed"]
+                assert all(b >= s for b, s in zip(best, second, strict=True))
+                assert gap == pytest.approx([b - s for b, s in zip(best, second, strict=True)])
+        assert result.numbers[f"{protocol}, beta=1: reconstruction BCE (nats)"] > 0
+    # 100 steps disentangle nothing on any protocol: the run says it cannot decide, and why
+    assert result.holds is None and result.verdict.startswith("Undecided: budget.")
+    check_written(result, tmp_path / "beta-protocols")
+
+
+def test_the_protocols_verdict_needs_a_rise_beyond_the_spread_above_the_floor():
+    from zoo.experiments.beta_protocols import PROTOCOLS, protocols_verdict
+
+    def numbers(mig1, mig8, bce=(3.0, 15.0)):
+        out = {}
+        for p in PROTOCOLS:
+            for beta, mig, error in ((1, mig1, bce[0]), (8, mig8, bce[1])):
+                out[f"{p.name}, beta={beta}: MIG"] = mig
+                out[f"{p.name}, beta={beta}: reconstruction BCE (nats)"] = [error] * 3
+        return out
+
+    holds, text = protocols_verdict(numbers([0.05, 0.06, 0.07], [0.20, 0.22, 0.25]), 6000)
+    assert holds is True and text.startswith("The effect shows on: one position factor, unequal ranges, ellipses, conv")
+    assert "one position factor: MIG 0.060 -> 0.223, difference +0.163 ± 0.009" in text
+    assert protocols_verdict(numbers([0.05, 0.06, 0.07], [0.20, 0.22, 0.25], bce=(15.0, 3.0)), 6000)[0] is None
+    holds, text = protocols_verdict(numbers([0.10, 0.30, 0.11], [0.35, 0.12, 0.40]), 6000)
+    assert holds is None and text.startswith("Undecided: seeds. No protocol shows the effect beyond the spread")
+    holds, text = protocols_verdict(numbers([0.30, 0.31, 0.32], [0.10, 0.12, 0.11]), 6000)
+    assert holds is False and text.startswith("No protocol tried shows the effect")
+    holds, text = protocols_verdict(numbers([0.01, 0.02, 0.03], [0.02, 0.03, 0.04]), 100)
+    assert holds is None and text.startswith("Undecided: budget. On no protocol does either beta's MIG lie above 0.05")
+
+
 def test_unknown_experiment_names_the_close_match():
     with pytest.raises(UnknownNameError, match="Did you mean: latent-holes"):
         run_experiment("latent-hole")

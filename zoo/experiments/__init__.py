@@ -24,6 +24,7 @@ EXPERIMENTS = {
     "latent-holes": "holes",
     "loss-terms": "loss_terms",
     "beta-disentanglement": "beta_sweep",
+    "beta-protocols": "beta_protocols",
     "posterior-collapse": "collapse",
     "importance-sampling": "importance_sampling",
     "vae-vs-vae-gan": "vae_gan_sharpness",
