@@ -93,8 +93,7 @@ class DSpritesFactors:
 
     def __init__(self, fixed: Mapping[str, int] | None = None, size: int = 64,
                  ranges: Mapping[str, tuple[int, int]] | None = None) -> None:
-        self.fixed, self.ranges = dict(fixed or {}), dict(ranges or {})
-        self.bands = factor_ranges(self.fixed, self.ranges)
+        self.bands = factor_ranges(fixed, ranges)
         self.size = size
         self._free = [i for i, (low, high) in enumerate(self.bands) if high > low]
         self.factor_names: tuple[str, ...] = tuple(FACTOR_NAMES[i] for i in self._free)
