@@ -148,6 +148,10 @@ def test_beta_sweep_reconstruction_worsens_with_beta(tmp_path):
     assert bce[0] < bce[-1]
     assert all(0 <= result.numbers[f"beta={b}: MIG"] <= 1 for b in (1, 2, 4, 8))
     assert {"beta-TCVAE (beta=6): MIG", "FactorVAE (gamma=10): MIG"} <= set(result.numbers)
+    # the protocol's free factors are the two positions (one scale, orientation 0), each with its two best latents
+    assert {key.removeprefix("beta=1: MIG gap of ") for key in result.numbers
+            if key.startswith("beta=1: MIG gap of ") and "," not in key} == {"pos_x", "pos_y"}
+    assert "beta=8: pos_y: second latent's normalised MI, per seed" in result.numbers
     for b in (1, 8):  # every setting with two seeds: the mean, the spread and each seed's number
         per_seed = result.numbers[f"beta={b}: MIG, per seed"]
         assert len(per_seed) == 2 and result.numbers[f"beta={b}: MIG"] == pytest.approx(sum(per_seed) / 2)
@@ -163,8 +167,9 @@ def test_beta_protocols_report_each_protocol_and_each_factors_two_best_latents(t
     from zoo.experiments.beta_protocols import PROTOCOLS
 
     result = run_experiment("beta-protocols", tmp_path, quick=True)
-    names = {"one position factor": ("scale", "pos_x"), "unequal ranges": ("pos_x", "pos_y"),
-             "ellipses": ("scale", "pos_x", "pos_y"), "conv net": ("scale", "pos_x", "pos_y")}
+    names = {"squares": ("scale", "pos_x", "pos_y"), "one position factor": ("scale", "pos_x"),
+             "unequal ranges": ("pos_x", "pos_y"), "ellipses": ("scale", "pos_x", "pos_y"),
+             "conv net": ("scale", "pos_x", "pos_y")}
     assert [p.name for p in PROTOCOLS] == list(names)
     for protocol, factors in names.items():
         for beta in (1, 8):
@@ -196,7 +201,7 @@ def test_the_protocols_verdict_needs_a_rise_beyond_the_spread_above_the_floor():
         return out
 
     holds, text = protocols_verdict(numbers([0.05, 0.06, 0.07], [0.20, 0.22, 0.25]), 6000)
-    assert holds is True and text.startswith("The effect shows on: one position factor, unequal ranges, ellipses, conv")
+    assert holds is True and text.startswith("The effect shows on: squares, one position factor, unequal ranges,")
     assert "one position factor: MIG 0.060 -> 0.223, difference +0.163 ± 0.009" in text
     assert protocols_verdict(numbers([0.05, 0.06, 0.07], [0.20, 0.22, 0.25], bce=(15.0, 3.0)), 6000)[0] is None
     holds, text = protocols_verdict(numbers([0.10, 0.30, 0.11], [0.35, 0.12, 0.40]), 6000)
@@ -233,7 +238,11 @@ def test_the_beta_verdict_weighs_the_rise_in_mig_against_the_spread_over_seeds()
     assert beta_verdict(numbers(clear, bces=(10.0, 12.0, 11.0, 13.0)), 6000)[0] is False  # sharper at beta = 4
     noisy = {1.0: [0.10, 0.30, 0.11], 2.0: [0.2] * 3, 4.0: [0.30, 0.12, 0.31], 8.0: [0.35, 0.12, 0.40]}
     holds, text = beta_verdict(numbers(noisy), 6000)
-    assert holds is None and text.startswith("Undecided: seeds. MIG is higher at beta = 4 and 8")
+    assert holds is None and text.startswith("Undecided: seeds. MIG is higher at beta = 4 and 8 than at beta = 1 "
+                                             "on average, but not by two standard errors over 3 seeds.")
+    only_8 = {**noisy, 8.0: [0.45, 0.50, 0.46]}  # beta = 8 clear of the spread, beta = 4 within it
+    holds, text = beta_verdict(numbers(only_8), 6000)
+    assert holds is None and "but by more than two standard errors over 3 seeds only at beta = 8." in text
     falling = {1.0: [0.30] * 3, 2.0: [0.2] * 3, 4.0: [0.10, 0.12, 0.11], 8.0: [0.10] * 3}
     assert beta_verdict(numbers(falling), 6000)[1].startswith("MIG does NOT rise with beta")
     flat = {b: [0.01, 0.02, 0.03] for b in (1.0, 2.0, 4.0, 8.0)}
