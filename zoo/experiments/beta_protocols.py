@@ -34,6 +34,7 @@ from zoo.experiments.beta_sweep import (
     MIG_KEY,
     PROTOCOL,
     SIZE,
+    STREAM_LENGTH,
     TRAIN,
     Protocol,
     lower_bounds,
@@ -84,8 +85,8 @@ def run(out: Path, quick: bool = False) -> ExperimentResult:
                                            "and their reconstructions"))
     holds, verdict = protocols_verdict(per_seed, steps)
     method = (f"Each protocol below, at {SIZE}x{SIZE}, trained on a stream whose scale and position are drawn "
-              "anywhere in their range (`zoo.dsprites.ContinuousDSprites` with `ranges`, 6,144 images per "
-              "epoch); MIG on the protocol's own grid (`zoo.disentanglement.DSpritesFactors` with "
+              f"anywhere in their range (`zoo.dsprites.ContinuousDSprites` with `ranges`, {STREAM_LENGTH:,} images "
+              "per epoch); MIG on the protocol's own grid (`zoo.disentanglement.DSpritesFactors` with "
               f"the same ranges), from {mig_points:,} random grid images (posterior means, 20 bins). beta-VAEs with "
               f"10 latents, Bernoulli likelihood, Adam {TRAIN['lr']:g}, batch {TRAIN['batch_size']}, {steps:,} "
               f"steps, beta = {' and '.join(f'{b:g}' for b in BETAS)}, seeds {', '.join(map(str, seeds))} (the "
