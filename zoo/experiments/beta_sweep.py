@@ -6,7 +6,7 @@ more than a 2-core CPU affords for a sweep over betas and seeds. This run uses t
 ``beta-protocols`` found the effect at a CPU's budget (:data:`PROTOCOL`): squares of one size at orientation
 0 whose pos_x spans twice pos_y's range, so that the two position factors are not interchangeable (with
 equal ranges any rotation of the two position latents fits the objective equally well, Rolinek et al.
-2019, and on that protocol nothing was disentangled at any beta after 6,000 steps), rendered at 32x32 and
+2019, and on that protocol nothing was disentangled at beta = 1 or 8 after 6,000 steps), rendered at 32x32 and
 drawn anywhere between the grid's values in training (:class:`zoo.dsprites.ContinuousDSprites`: the grid
 alone is a set of images to memorise, the stream is none), an MLP encoder and decoder, 10 latents. MIG is
 measured on the exact grid. The standard protocol, on a GPU, is ``python -m zoo.experiments.standard_dsprites``
@@ -113,7 +113,7 @@ def run(out: Path, quick: bool = False) -> ExperimentResult:
     method = (f"dSprites {PROTOCOL.name} ({PROTOCOL.description}), rendered at {SIZE}x{SIZE}: the protocol on "
               "which `beta-protocols` found the effect at this budget (on squares whose pos_x and pos_y span the "
               "same range, any rotation of the two position latents fits the objective equally well, and there "
-              "nothing was disentangled at any beta; `beta-protocols` keeps that protocol's numbers). In "
+              "nothing was disentangled at beta = 1 or 8: `beta-protocols` keeps that protocol's numbers). In "
               "training, the positions are drawn uniformly over their band, between the grid's values too "
               "(`zoo.dsprites.ContinuousDSprites` with `ranges`), so the grid's images are not a set to "
               "memorise. The model: an MLP encoder and decoder (512-512), 10 latents, Bernoulli likelihood; Adam "
