@@ -99,3 +99,16 @@ def test_a_compiled_schedule_compiles_once_per_batch_shape_and_trains_like_eager
         torch.testing.assert_close(compiled[key], eager[key], rtol=1e-4, atol=1e-5, msg=key)
     for ours, theirs in zip(compiled_history, eager_history, strict=True):
         assert ours == pytest.approx(theirs, rel=1e-4)
+
+
+def test_the_compiled_step_is_made_on_the_batch_device() -> None:
+    """The step tensor of a compiled loss goes where the batch is (a CPU step would keep "reduce-overhead" from
+    capturing a CUDA graph); without a tensor batch, where the model's parameters are."""
+    from zoo.compiling import step_device
+
+    model = tiny_vae().to("meta")
+    assert step_device((model, (torch.zeros(2, 1, 8, 8, device="meta"),))) == torch.device("meta")
+    assert step_device((model, torch.zeros(2, device="meta"))) == torch.device("meta")
+    assert step_device((model, "not a tensor")) == torch.device("meta")  # the parameters'
+    assert step_device((tiny_vae(), (torch.zeros(2, 1, 8, 8),))) == torch.device("cpu")
+    assert step_device(()) == torch.device("cpu")

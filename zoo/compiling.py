@@ -42,7 +42,10 @@ def compile_loss(loss: Callable[..., Any], mode: str) -> Callable[..., Any]:
 
     The ``step`` goes in as a 0-d float tensor: a Python int would be a constant of the graph, and a loss
     whose schedule reads it (a KL warm-up) would be recompiled at every step until torch.compile's
-    recompile limit, then run eagerly. Losses read it through :func:`zoo.variant.linear_ramp`.
+    recompile limit, then run eagerly. Losses read it through :func:`zoo.variant.linear_ramp`. The tensor is
+    made on the batch's device (:func:`step_device`; a fill, no host-to-device copy): a CPU input would keep
+    inductor from capturing the graph with CUDA graphs under ``"reduce-overhead"`` (it skips, or partitions, a
+    graph that reads a CPU tensor).
     """
     from zoo.variant import LossOutput
 
@@ -54,7 +57,21 @@ def compile_loss(loss: Callable[..., Any], mode: str) -> Callable[..., Any]:
 
     def call(*args: Any, **kwargs: Any) -> LossOutput:
         if isinstance(kwargs.get("step"), int):  # a graph input, not a constant the graph is specialised on
-            kwargs["step"] = torch.tensor(float(kwargs["step"]))
+            kwargs["step"] = torch.full((), float(kwargs["step"]), device=step_device(args))
         return LossOutput(*compiled(*args, **kwargs))
 
     return call
+
+
+def step_device(args: tuple[Any, ...]) -> torch.device:
+    """The device of a loss call's batch (its first tensor after the model), else of the model's parameters, else
+    the CPU: where the compiled loss's step tensor is made."""
+    for arg in args[1:]:
+        first = arg[0] if isinstance(arg, (tuple, list)) and arg else arg
+        if isinstance(first, torch.Tensor):
+            return first.device
+    if args and isinstance(args[0], torch.nn.Module):
+        parameter = next(args[0].parameters(), None)
+        if parameter is not None:
+            return parameter.device
+    return torch.device("cpu")
