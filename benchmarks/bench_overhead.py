@@ -3,6 +3,7 @@ same fused Adam, on an overhead-bound model and on the MLP VAE of ``bench.py``; 
 
     python benchmarks/bench_overhead.py           # results/bench_overhead.json and its section of docs/benchmarks.md
     python benchmarks/bench_overhead.py --quick   # fewer repetitions (a smoke run; writes no page)
+    python benchmarks/bench_overhead.py --device cuda --reps 2   # on a GPU: results/bench_overhead-cuda.json
 
 Workloads (issue 19): **tiny**, a VAE 64-32-(2x2) / 2-32-64 on scikit-learn's 8x8 digits (train rows), batch
 16: so little arithmetic per step that every Python operation shows; **mlp**, the MLP VAE of ``bench.py``
@@ -15,6 +16,11 @@ analytic KL, ``Adam(fused=True)``, shuffled index batches); and both with the lo
 (the sides of a run are adjacent in time), then the median over runs. Both loops drop the last, smaller
 batch of each epoch (``drop_last``), so the compiled sides keep one batch shape.
 
+On a GPU (``--device cuda``) the data, the model and the shuffling live on the GPU on both sides, the clock
+waits for the GPU's queued work at both marks, and the compiled sides use ``mode="reduce-overhead"`` (CUDA
+graphs: the zoo's ``TrainConfig.compile="reduce-overhead"``); issue 19 asks that compiled side for 2x the
+eager hand loop on the MLP VAE (``zoo_compiled_vs_hand``).
+
 The profile (``--profile``, also run by default) is cProfile over the zoo's tiny run and the hand loop's,
 each function's own time put into the part of the loop it belongs to, in microseconds per step.
 """
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import json
 import os
 import pstats
 import time
@@ -31,7 +38,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from common import in_fresh_process, machine, median, publish, run_ratios
+from common import in_fresh_process, machine, median, publish, run_ratios, synchronize
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import zoo
 from zoo.data import TensorData, load_dataset
@@ -47,10 +55,15 @@ WORKLOADS = {
 SIDES = ("zoo", "hand", "zoo_compiled", "hand_compiled")
 
 
-def setup(workload: str) -> tuple[torch.nn.Module, TensorData, dict[str, Any]]:
+def setup(workload: str, device: str = "cpu") -> tuple[torch.nn.Module, TensorData, dict[str, Any]]:
     spec = WORKLOADS[workload]
     torch.manual_seed(0)
-    return zoo.create("vae", **spec["config"]), load_dataset(spec["data"], "train"), spec
+    return zoo.create("vae", **spec["config"]).to(device), load_dataset(spec["data"], "train").to(device), spec
+
+
+def compile_mode(device: str) -> str:
+    """The compiled sides' torch.compile mode: CUDA graphs on a GPU, inductor's default on the CPU."""
+    return "reduce-overhead" if torch.device(device).type == "cuda" else "default"
 
 
 def hand_loss(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -64,18 +77,20 @@ def hand_loss(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return (recon + kl).mean()
 
 
-def hand_side(workload: str, compiled: bool = False, profiler: cProfile.Profile | None = None) -> float:
+def hand_side(workload: str, compiled: bool = False, profiler: cProfile.Profile | None = None,
+              device: str = "cpu") -> float:
     """Microseconds per step of the hand-written loop (steps WARMUP to the end, profiled with ``profiler``)."""
-    model, data, spec = setup(workload)
+    model, data, spec = setup(workload, device)
     x, steps, batch = data.x, spec["steps"], spec["batch_size"]
-    loss_fn = torch.compile(hand_loss) if compiled else hand_loss
+    loss_fn = torch.compile(hand_loss, mode=compile_mode(device)) if compiled else hand_loss
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
     step, start = 0, None
     while step < steps:
-        for idx in torch.randperm(len(x)).split(batch):
+        for idx in torch.randperm(len(x), device=x.device).split(batch):
             if len(idx) < batch:
                 continue  # drop_last, as the zoo side: one batch shape, no recompiling mid-run
             if step == WARMUP:
+                synchronize(device)
                 start = time.perf_counter()
                 if profiler is not None:
                     profiler.enable()
@@ -86,22 +101,25 @@ def hand_side(workload: str, compiled: bool = False, profiler: cProfile.Profile 
             step += 1
             if step == steps:
                 break
+    synchronize(device)
     end = time.perf_counter()
     if profiler is not None:
         profiler.disable()
     return (end - start) / (steps - WARMUP) * 1e6
 
 
-def zoo_side(workload: str, compiled: bool = False, profiler: cProfile.Profile | None = None) -> float:
+def zoo_side(workload: str, compiled: bool = False, profiler: cProfile.Profile | None = None,
+             device: str = "cpu") -> float:
     """Microseconds per step of ``zoo.train`` (steps WARMUP to the end, timed inside the variant's train_step;
     profiled with ``profiler``)."""
-    model, data, spec = setup(workload)
+    model, data, spec = setup(workload, device)
     variant = zoo.get_variant("vae")
     marks: dict[int, float] = {}
     inner = type(variant).train_step
 
     def timed(self: Any, model: Any, batch: Any, optimizers: Any, *, step: int) -> Any:
         if step == WARMUP:
+            synchronize(device)
             marks[WARMUP] = time.perf_counter()
             if profiler is not None:
                 profiler.enable()
@@ -110,7 +128,8 @@ def zoo_side(workload: str, compiled: bool = False, profiler: cProfile.Profile |
     variant.train_step = timed.__get__(variant)
     try:
         zoo.train(model, data, epochs=10_000, max_steps=spec["steps"], batch_size=spec["batch_size"], lr=1e-3,
-                  progress=False, device="cpu", drop_last=True, compile="default" if compiled else None)
+                  progress=False, device=device, drop_last=True, compile=compile_mode(device) if compiled else None)
+        synchronize(device)
         end = time.perf_counter()
     finally:
         if profiler is not None:
@@ -119,10 +138,10 @@ def zoo_side(workload: str, compiled: bool = False, profiler: cProfile.Profile |
     return (end - marks[WARMUP]) / (spec["steps"] - WARMUP) * 1e6
 
 
-def side(name: str, workload: str) -> float:
+def side(name: str, workload: str, device: str = "cpu") -> float:
     """One timed run of one side, meant for a fresh process."""
     compiled = name.endswith("_compiled")
-    return (zoo_side if name.startswith("zoo") else hand_side)(workload, compiled)
+    return (zoo_side if name.startswith("zoo") else hand_side)(workload, compiled, device=device)
 
 
 # -- where the time goes ---------------------------------------------------------------------------
@@ -160,20 +179,66 @@ def profile_side(name: str, workload: str = "tiny") -> dict[str, float]:
     return parts
 
 
+class OperationCounter(TorchDispatchMode):
+    """Counts the tensor operations dispatched while it is active (the forward's, autograd's backward ones and
+    the optimiser's), each operator once however it is implemented underneath."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+    def enable(self) -> None:
+        self.__enter__()
+
+    def disable(self) -> None:
+        self.__exit__(None, None, None)
+
+
+def count_side(name: str, workload: str = "tiny") -> dict[str, float]:
+    """Tensor operations and Python function calls per step of one side, steps WARMUP to the end: counts, not
+    times, so they do not move with this machine's speed. Two runs: the operations under
+    :class:`OperationCounter`, the calls under cProfile."""
+    run = zoo_side if name == "zoo" else hand_side
+    steps = WORKLOADS[workload]["steps"] - WARMUP
+    counter = OperationCounter()
+    run(workload, profiler=counter)
+    profiler = cProfile.Profile()
+    run(workload, profiler=profiler)
+    calls = sum(numbers[1] for numbers in pstats.Stats(profiler).stats.values())
+    return {"operations": counter.count / steps, "python_calls": calls / steps}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 repetitions, no page written")
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--counts-only", action="store_true",
+                        help="recount the operations and calls per step (CPU) into the saved results and the page, "
+                             "keeping the timed runs there (seconds instead of minutes)")
     args = parser.parse_args()
+    cuda = args.device == "cuda"
+    out = HERE / "results" / ("bench_overhead-cuda.json" if cuda else "bench_overhead.json")
+    if args.counts_only:
+        result = json.loads(out.read_text())
+        result["counts"] = counts()
+        publish(result, out, markdown(result), "overhead", quick=False)
+        return
     reps = 2 if args.quick else args.reps
-    result: dict[str, Any] = {"machine": machine(os.cpu_count() or 1), "warmup": WARMUP, "workloads": WORKLOADS,
-                              "reps": reps}
+    result: dict[str, Any] = {"machine": machine(os.cpu_count() or 1, torch.device(args.device)), "warmup": WARMUP,
+                              "workloads": WORKLOADS, "reps": reps, "device": args.device,
+                              "compile_mode": compile_mode(args.device)}
     for workload in WORKLOADS:
         times: dict[str, list[float]] = {s: [] for s in SIDES}
         for rep in range(reps):
             order = SIDES if rep % 2 == 0 else SIDES[::-1]
             for s in order:
-                times[s].append(in_fresh_process("bench_overhead", "side", 1, {"name": s, "workload": workload}))
+                times[s].append(in_fresh_process("bench_overhead", "side", 1,
+                                                 {"name": s, "workload": workload, "device": args.device}))
             print(workload, rep, {s: round(times[s][-1], 1) for s in SIDES}, flush=True)
         runs = {s: [[t] for t in times[s]] for s in SIDES}
         ratios = run_ratios(runs["hand"], runs["zoo"])
@@ -184,32 +249,46 @@ def main() -> None:
             "zoo_compiled_vs_zoo": median(run_ratios(runs["zoo"], runs["zoo_compiled"])),
             "hand_compiled_vs_hand": median(run_ratios(runs["hand"], runs["hand_compiled"])),
             "zoo_compiled_vs_hand_compiled": median(run_ratios(runs["hand_compiled"], runs["zoo_compiled"])),
+            "zoo_compiled_vs_hand": median(run_ratios(runs["hand"], runs["zoo_compiled"])),
         }
-    result["profile"] = {s: in_fresh_process("bench_overhead", "profile_side", 1, {"name": s}) for s in ("zoo", "hand")}
-    publish(result, HERE / "results" / "bench_overhead.json", markdown(result), "overhead", args.quick)
+    if not cuda:  # cProfile and the counts are about the Python side: the CPU's
+        result["profile"] = {s: in_fresh_process("bench_overhead", "profile_side", 1, {"name": s})
+                             for s in ("zoo", "hand")}
+        result["counts"] = counts()
+    publish(result, out, markdown(result), "overhead-cuda" if cuda else "overhead", args.quick)
+
+
+def counts() -> dict[str, dict[str, float]]:
+    """:func:`count_side` of both sides, each in a fresh process."""
+    return {s: in_fresh_process("bench_overhead", "count_side", 1, {"name": s}) for s in ("zoo", "hand")}
 
 
 def markdown(r: dict[str, Any]) -> str:
+    cuda = r.get("device") == "cuda"
+    mode = r.get("compile_mode", "default")
     lines = [
-        "## The training loop's own cost (issue 19)", "",
-        f"Machine: {r['machine']} (1 torch thread). Produced by `python benchmarks/bench_overhead.py` (medians of "
-        f"{r['reps']} runs per side, each in a fresh process, sides alternating; raw numbers in "
-        "`benchmarks/results/bench_overhead.json`). Clock from step "
-        f"{r['warmup']} to the last: setup and compilation excluded. Hand: the loop a user writes around the same "
+        "## The training loop's own cost (issue 19)" + (", on a GPU" if cuda else ""), "",
+        f"Machine: {r['machine']} (1 torch thread). Produced by `python benchmarks/bench_overhead.py"
+        f"{' --device cuda' if cuda else ''}` (medians of {r['reps']} runs per side, each in a fresh process, sides "
+        f"alternating; raw numbers in `benchmarks/results/bench_overhead{'-cuda' if cuda else ''}.json`). Clock from "
+        f"step {r['warmup']} to the last: setup and compilation excluded. Hand: the loop a user writes around the same "
         "model with `Adam(fused=True)`. Compiled: the loss through `torch.compile` (the zoo's "
-        "`TrainConfig.compile=\"default\"`; the hand loop compiles its own loss function).", "",
+        f"`TrainConfig.compile=\"{mode}\"`; the hand loop compiles its own loss function with the same mode).", "",
         "| workload | zoo (us/step) | hand (us/step) | zoo / hand throughput | zoo compiled (us/step) "
-        "| hand compiled (us/step) | compile speed-up, zoo | compile speed-up, hand |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| hand compiled (us/step) | compile speed-up, zoo | compile speed-up, hand | zoo compiled / hand |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, spec in WORKLOADS.items():
         w = r[name]
         us = w["us_per_step"]
         low, high = w["zoo_vs_hand_range"]
+        against_hand = median(run_ratios([[t] for t in w["runs"]["hand"]], [[t] for t in w["runs"]["zoo_compiled"]]))
         lines.append(f"| {name} (batch {spec['batch_size']}, {spec['steps']} steps) | {us['zoo']:.0f} "
                      f"| {us['hand']:.0f} | {w['zoo_vs_hand']:.3f}x ({low:.3f} to {high:.3f}) "
                      f"| {us['zoo_compiled']:.0f} | {us['hand_compiled']:.0f} | {w['zoo_compiled_vs_zoo']:.3f}x "
-                     f"| {w['hand_compiled_vs_hand']:.3f}x |")
+                     f"| {w['hand_compiled_vs_hand']:.3f}x | {against_hand:.3f}x |")
+    if cuda:
+        return "\n".join(lines) + "\n"
     zoo_parts, hand_parts = r["profile"]["zoo"], r["profile"]["hand"]
     lines += ["", "Where a step's time goes on the tiny workload (cProfile, own time per function summed by part "
               "of the loop, microseconds per step; cProfile's own cost inflates every Python call alike):", "",
@@ -217,8 +296,16 @@ def markdown(r: dict[str, Any]) -> str:
     for part in sorted(set(zoo_parts) | set(hand_parts), key=lambda p: -zoo_parts.get(p, 0.0)):
         lines.append(f"| {part} | {zoo_parts.get(part, 0.0):.1f} | {hand_parts.get(part, 0.0):.1f} |")
     lines.append(f"| total | {sum(zoo_parts.values()):.1f} | {sum(hand_parts.values()):.1f} |")
+    if "counts" in r:
+        zoo_counts, hand_counts = r["counts"]["zoo"], r["counts"]["hand"]
+        lines += ["", "What a step does on the tiny workload, counted rather than timed (so the same on any day of "
+                  "this machine; `--counts-only` recounts them): tensor operations dispatched (forward, backward, "
+                  "optimiser and the loop's own) and Python function calls (cProfile's count), per step:", "",
+                  "| per step | zoo | hand | zoo - hand |", "| --- | --- | --- | --- |"]
+        for key, label in (("operations", "tensor operations"), ("python_calls", "Python function calls")):
+            lines.append(f"| {label} | {zoo_counts[key]:.1f} | {hand_counts[key]:.1f} "
+                         f"| {zoo_counts[key] - hand_counts[key]:+.1f} |")
     return "\n".join(lines) + "\n"
-
 
 if __name__ == "__main__":
     main()

@@ -75,15 +75,15 @@ class TensorData:
                 drop_last: bool = False) -> Iterator[tuple[Tensor, ...]]:
         """Yield ``(x,)`` or ``(x, y)`` batches by indexing the tensors (no per-item Python work)."""
         n = len(self.x)
-        order = torch.randperm(n, generator=generator).to(self.x.device) if shuffle else None
         stop = n - n % batch_size if drop_last else n
-        for start in range(0, stop, batch_size):
-            if order is None:
+        if not shuffle:
+            for start in range(0, stop, batch_size):
                 sl = slice(start, start + batch_size)
                 yield (self.x[sl],) if self.y is None else (self.x[sl], self.y[sl])
-            else:
-                idx = order[start:start + batch_size]
-                yield (self.x[idx],) if self.y is None else (self.x[idx], self.y[idx])
+            return
+        order = torch.randperm(n, generator=generator).to(self.x.device)
+        for idx in order[:stop].split(batch_size):  # every batch's indices as views in one call
+            yield (self.x[idx],) if self.y is None else (self.x[idx], self.y[idx])
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         n = len(self.x)
