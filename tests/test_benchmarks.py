@@ -22,6 +22,7 @@ import bench  # noqa: E402  (a script folder, not a package)
 import bench_diffusers  # noqa: E402
 import bench_overhead  # noqa: E402
 import bench_paths  # noqa: E402
+import gpu_checks  # noqa: E402
 from common import EpochTimer, in_fresh_process, write_doc  # noqa: E402
 
 import zoo  # noqa: E402
@@ -148,3 +149,30 @@ def test_overhead_sides_compute_the_same_loss_and_gradients(workload: str) -> No
     torch.testing.assert_close(theirs, ours, rtol=1e-6, atol=1e-4)
     for a, b in zip(theirs_grads, ours_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_gpu_checks_skip_what_does_not_fit_the_budget() -> None:
+    """A part starts only if its whole limit fits in what is left of the budget; the log says why one did not."""
+    planned = dict(gpu_checks.plan(["dsprites", "overhead", "diffusers"], 800))
+    assert planned["dsprites"] is None and planned["diffusers"] is None  # 560 + 240 = 800
+    assert planned["overhead"] == "skipped: its limit is 300 s and 240 s of the budget are left"
+
+
+def test_gpu_checks_bring_back_what_a_part_wrote_and_stop_one_at_its_limit(tmp_path, monkeypatch) -> None:
+    """A part's new file is copied into OUT under its flat name, one left from before is not, and a part that
+    outlives its limit is stopped and logged so, the run going on."""
+    written, stale = tmp_path / "written.json", tmp_path / "stale.json"
+    stale.write_text("from an earlier run")
+    write = f"open({str(written)!r}, 'w').write('new')"
+    monkeypatch.setattr(gpu_checks, "PARTS", {
+        "writes": gpu_checks.Part(0, ("-c", write), 60, ((str(written), "a.json"), (str(stale), "b.json"))),
+        "hangs": gpu_checks.Part(0, ("-c", "import time; time.sleep(30)"), 60, ()),
+    })
+    out, log = tmp_path / "out", []
+    out.mkdir()
+    gpu_checks.run_part("writes", 60, out, log)
+    gpu_checks.run_part("hangs", 1, out, log)
+    assert sorted(p.name for p in out.iterdir()) == ["a.json"]
+    assert (out / "a.json").read_text() == "new"
+    assert "exit status 0" in log[1] and f"wrote {written} (in OUT as a.json)" in log
+    assert any(line.startswith("stopped at its limit of 1 s") for line in log)
