@@ -21,8 +21,10 @@ waits for the GPU's queued work at both marks, and the compiled sides use ``mode
 graphs: the zoo's ``TrainConfig.compile="reduce-overhead"``); issue 19 asks that compiled side for 2x the
 eager hand loop on the MLP VAE (``zoo_compiled_vs_hand``).
 
-The profile (``--profile``, also run by default) is cProfile over the zoo's tiny run and the hand loop's,
-each function's own time put into the part of the loop it belongs to, in microseconds per step.
+The profile (CPU runs) is cProfile over the zoo's tiny run and the hand loop's,
+each function's own time put into the part of the loop it belongs to, in microseconds per step. The counts
+(CPU runs; ``--counts-only`` redoes them alone, in seconds) are the tensor operations dispatched and the Python
+function calls per step of each side: numbers that do not drift with the machine's speed, as times do.
 """
 
 from __future__ import annotations
@@ -222,6 +224,8 @@ def main() -> None:
                              "keeping the timed runs there (seconds instead of minutes)")
     args = parser.parse_args()
     cuda = args.device == "cuda"
+    if cuda and args.counts_only:
+        parser.error("--counts-only recounts the CPU's saved results; run it without --device cuda")
     out = HERE / "results" / ("bench_overhead-cuda.json" if cuda else "bench_overhead.json")
     if args.counts_only:
         result = json.loads(out.read_text())
@@ -306,6 +310,7 @@ def markdown(r: dict[str, Any]) -> str:
             lines.append(f"| {label} | {zoo_counts[key]:.1f} | {hand_counts[key]:.1f} "
                          f"| {zoo_counts[key] - hand_counts[key]:+.1f} |")
     return "\n".join(lines) + "\n"
+
 
 if __name__ == "__main__":
     main()
