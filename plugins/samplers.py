@@ -395,7 +395,9 @@ class PixelCNNCodes(FittedSampler):
         symbols = torch.zeros(n, h, w, dtype=torch.long, device=self.vocabulary.device)
         for i in range(h):
             for j in range(w):
-                probs = self.logits(symbols)[:, :, i, j].softmax(-1)
+                # The rows below i cannot reach position (i, j) through the masked convolutions: leaving them
+                # out gives the same logits (bit for bit, checked in tests/test_samplers.py) for about half the work.
+                probs = self.logits(symbols[:, :i + 1])[:, :, i, j].softmax(-1)
                 device = generator.device if generator is not None else probs.device
                 symbols[:, i, j] = torch.multinomial(probs.to(device), 1, generator=generator).squeeze(1).to(
                     symbols.device)

@@ -332,6 +332,19 @@ def test_pixelcnn_logits_at_a_position_see_only_the_symbols_before_it():
         assert not moved[:position + 1].any(), position  # itself and everything before it: unchanged
 
 
+def test_pixelcnn_logits_of_the_top_rows_alone_are_those_of_the_whole_grid():
+    """What ``sample`` relies on to compute each row's logits from the rows down to it only: the same numbers,
+    bit for bit, as from the whole grid."""
+    sampler = get_sampler("pixelcnn")
+    torch.manual_seed(0)
+    module = sampler.build(sampler.make_config({"channels": 8, "layers": 3}), (1, 5, 5))
+    module.vocabulary_size.fill_(4)
+    symbols = torch.randint(0, 4, (50, 5, 5), generator=torch.Generator().manual_seed(0))
+    whole = module.logits(symbols)
+    for row in range(5):
+        assert torch.equal(module.logits(symbols[:, :row + 1])[:, :, row], whole[:, :, row]), row
+
+
 def test_pixelcnn_gives_a_vq_vae_samples_and_refuses_a_flat_latent():
     torch.manual_seed(0)
     vq = zoo.create("vq-vae", input_shape=(1, 8, 8), hidden_dims=(8,), embedding_dim=3, num_embeddings=6).eval()
