@@ -318,12 +318,17 @@ def test_pixelcnn_draws_grids_with_the_probabilities_it_scores():
     assert_close(frequencies, module.log_prob(grids).exp(), atol=0.015, rtol=0)
 
 
-def test_pixelcnn_logits_at_a_position_see_only_the_symbols_before_it():
+def random_pixelcnn_and_grids(count):
+    """An unfitted PixelCNN (random weights, 3 layers) over 5x5 grids of 4 symbols, and ``count`` random grids."""
     sampler = get_sampler("pixelcnn")
     torch.manual_seed(0)
     module = sampler.build(sampler.make_config({"channels": 8, "layers": 3}), (1, 5, 5))
     module.vocabulary_size.fill_(4)
-    symbols = torch.randint(0, 4, (1, 5, 5), generator=torch.Generator().manual_seed(0))
+    return module, torch.randint(0, 4, (count, 5, 5), generator=torch.Generator().manual_seed(0))
+
+
+def test_pixelcnn_logits_at_a_position_see_only_the_symbols_before_it():
+    module, symbols = random_pixelcnn_and_grids(1)
     base = module.logits(symbols)
     for position in (0, 7, 12, 24):
         changed = symbols.clone()
@@ -335,11 +340,7 @@ def test_pixelcnn_logits_at_a_position_see_only_the_symbols_before_it():
 def test_pixelcnn_logits_of_the_top_rows_alone_are_those_of_the_whole_grid():
     """What ``sample`` relies on to compute each row's logits from the rows down to it only: the same numbers,
     bit for bit, as from the whole grid."""
-    sampler = get_sampler("pixelcnn")
-    torch.manual_seed(0)
-    module = sampler.build(sampler.make_config({"channels": 8, "layers": 3}), (1, 5, 5))
-    module.vocabulary_size.fill_(4)
-    symbols = torch.randint(0, 4, (50, 5, 5), generator=torch.Generator().manual_seed(0))
+    module, symbols = random_pixelcnn_and_grids(50)
     whole = module.logits(symbols)
     for row in range(5):
         assert torch.equal(module.logits(symbols[:, :row + 1])[:, :, row], whole[:, :, row]), row
