@@ -4,8 +4,8 @@ What is compiled is the variant's ``loss`` (the forward pass and, through AOTAut
 called from the default ``train_step`` via :meth:`zoo.stepping.StepContext.compiled`. The optimiser step
 stays eager: ``make_adam`` already takes Adam's fused kernel, one call for all parameters. (Checked with torch
 2.14: torch.compile does not trace into that kernel, ``_fused_adam`` being wrapped in ``torch.compiler.disable``,
-so compiling ``optimizer.step`` captures nothing of it; the foreach Adam does compile, within 1e-7 of eager, but
-takes no ``found_inf`` flag, which the deferred finite check hands the fused one. Capturing the optimiser
+so compiling ``optimizer.step`` captures nothing of it; the foreach Adam does compile, but takes no
+``found_inf`` flag, which the deferred finite check hands the fused one. Capturing the optimiser
 too would mean trading one for the other.) The finite-loss
 check and the term bookkeeping stay outside the graph, so a compiled run keeps every guarantee of an
 eager one. ``mode`` is torch.compile's: ``"reduce-overhead"`` adds CUDA graphs on a GPU.
