@@ -140,6 +140,13 @@ def one_draw(model: VAEModel, x: Tensor, y: Tensor | None = None) -> tuple[Poste
     return posterior, z, model.reconstruction_nll(x, z, y).mean(), model.example_kl(posterior).mean()
 
 
+def keeps_standard_normal_prior(model: ZooModel) -> bool:
+    """Whether ``model`` keeps the zoo's default prior N(0, I) and its closed-form KL (a VampPrior, a hyperspherical
+    or a ladder model overrides :meth:`~zoo.ZooModel.latent_kl` or :meth:`~zoo.ZooModel.example_kl`)."""
+    cls = type(model)
+    return cls.latent_kl is ZooModel.latent_kl and cls.example_kl is ZooModel.example_kl
+
+
 #: The card's description of the KL of a model without a closed-form one (a mixture prior, a flow posterior).
 MONTE_CARLO_KL = {"kl": "KL(q(z|x) || p(z)) (nats; Monte Carlo over the ELBO's samples: no closed form)"}
 
@@ -169,6 +176,9 @@ class VAEVariant(Variant):
         draws that the reconstruction term uses."""
         posterior = model.encode(x, y)
         k = model.config.mc_samples
+        if k == 1 and type(posterior) is DiagonalGaussian and keeps_standard_normal_prior(model):
+            z, kl = posterior.sample_and_kl()  # one autograd node for the draw and the KL: fewer operations
+            return posterior, model.reconstruction_nll(x, z, y), kl, True
         kl = model.example_kl(posterior)
         if kl is None:
             z, log_q = posterior.sample_and_log_prob(k if k > 1 else None)

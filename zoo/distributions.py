@@ -31,6 +31,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from zoo.gaussian_draw import DrawAndKL, fused_draw_applies
+
 # exp(logvar) is the variance. Clamping keeps exp() finite in fp32/bf16 and keeps sigma above ~2e-9;
 # float16 overflows above 65504 = exp(11.09), so its upper bound is LOGVAR_MAX_FP16.
 LOGVAR_MIN = -40.0
@@ -126,6 +128,16 @@ class DiagonalGaussian(Posterior):
         shape = self.mean.shape if num_samples is None else (num_samples, *self.mean.shape)
         eps = torch.randn(shape, device=self.mean.device, dtype=self.mean.dtype, **generator_kwargs(generator))
         return self.mean + self.stddev * eps
+
+    def sample_and_kl(self) -> tuple[Tensor, Tensor]:
+        """One reparameterised draw (:meth:`sample`) and KL(q || N(0, I)) summed over the latent, (batch,): the
+        same numbers as those two calls, with fewer operations per training step where
+        :func:`zoo.gaussian_draw.fused_draw_applies` (one autograd node, :class:`zoo.gaussian_draw.DrawAndKL`)."""
+        if not fused_draw_applies(self.mean):
+            kl = self.kl()
+            return self.sample(), kl.sum(-1) if kl.dim() == 2 else kl.flatten(1).sum(-1)
+        eps = torch.randn(self.mean.shape, device=self.mean.device, dtype=self.mean.dtype)
+        return DrawAndKL.apply(self.mean, self.logvar, eps)
 
     def kl(self) -> Tensor:
         """Analytic KL(q || N(0, I)) per latent element, computed in float32 or wider."""
