@@ -24,7 +24,9 @@ eager hand loop on the MLP VAE (the table's "zoo compiled / hand" column).
 The profile (CPU runs) is cProfile over the zoo's tiny run and the hand loop's,
 each function's own time put into the part of the loop it belongs to, in microseconds per step. The counts
 (CPU runs; ``--counts-only`` redoes them alone, in seconds) are the tensor operations dispatched and the Python
-function calls per step of each side: numbers that do not drift with the machine's speed, as times do.
+function calls per step of each side; ``--instructions`` (valgrind, about 35 minutes, alone) counts the CPU
+instructions each eager step executes on both workloads: numbers that do not drift with the machine's speed, as
+times do.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ import cProfile
 import json
 import os
 import pstats
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -80,10 +87,11 @@ def hand_loss(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def hand_side(workload: str, compiled: bool = False, profiler: cProfile.Profile | None = None,
-              device: str = "cpu") -> float:
-    """Microseconds per step of the hand-written loop (steps WARMUP to the end, profiled with ``profiler``)."""
+              device: str = "cpu", steps: int | None = None) -> float:
+    """Microseconds per step of the hand-written loop (steps WARMUP to the end, profiled with ``profiler``;
+    ``steps`` instead of the workload's)."""
     model, data, spec = setup(workload, device)
-    x, steps, batch = data.x, spec["steps"], spec["batch_size"]
+    x, steps, batch = data.x, steps or spec["steps"], spec["batch_size"]
     loss_fn = torch.compile(hand_loss, mode=compile_mode(device)) if compiled else hand_loss
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
     step, start = 0, None
@@ -111,10 +119,11 @@ def hand_side(workload: str, compiled: bool = False, profiler: cProfile.Profile 
 
 
 def zoo_side(workload: str, compiled: bool = False, profiler: cProfile.Profile | None = None,
-             device: str = "cpu") -> float:
+             device: str = "cpu", steps: int | None = None) -> float:
     """Microseconds per step of ``zoo.train`` (steps WARMUP to the end, timed inside the variant's train_step;
-    profiled with ``profiler``)."""
+    profiled with ``profiler``; ``steps`` instead of the workload's)."""
     model, data, spec = setup(workload, device)
+    steps = steps or spec["steps"]
     variant = zoo.get_variant("vae")
     marks: dict[int, float] = {}
     inner = type(variant).train_step
@@ -129,7 +138,7 @@ def zoo_side(workload: str, compiled: bool = False, profiler: cProfile.Profile |
 
     variant.train_step = timed.__get__(variant)
     try:
-        zoo.train(model, data, epochs=10_000, max_steps=spec["steps"], batch_size=spec["batch_size"], lr=1e-3,
+        zoo.train(model, data, epochs=10_000, max_steps=steps, batch_size=spec["batch_size"], lr=1e-3,
                   progress=False, device=device, drop_last=True, compile=compile_mode(device) if compiled else None)
         synchronize(device)
         end = time.perf_counter()
@@ -137,7 +146,7 @@ def zoo_side(workload: str, compiled: bool = False, profiler: cProfile.Profile |
         if profiler is not None:
             profiler.disable()
         del variant.train_step
-    return (end - marks[WARMUP]) / (spec["steps"] - WARMUP) * 1e6
+    return (end - marks[WARMUP]) / (steps - WARMUP) * 1e6
 
 
 def side(name: str, workload: str, device: str = "cpu") -> float:
@@ -150,7 +159,7 @@ def side(name: str, workload: str, device: str = "cpu") -> float:
 #: (part of the loop, substrings of "file:function" that belong to it), first match wins; the rest of a
 #: step's time is the model's forward pass and its loss.
 PARTS = [
-    ("backward (autograd engine)", ["run_backward"]),
+    ("backward (autograd engine)", ["run_backward", "gaussian_draw.py:backward", "autograd/function.py:wrapper"]),
     ("optimiser step (fused Adam and its Python wrapper)", ["torch/optim/", "torch._fused_adam_", "torch._foreach_",
                                                             "_group_tensors_by_device", "_get_value"]),
     ("record_function hooks that torch.optim opens per step", ["profiler"]),
@@ -214,22 +223,57 @@ def count_side(name: str, workload: str = "tiny") -> dict[str, float]:
     return {"operations": counter.count / steps, "python_calls": calls / steps}
 
 
+#: Per workload, the two run lengths whose difference :func:`instructions_per_step` counts (imports and setup
+#: cancel out); fewer for the MLP VAE, whose step takes about a second under valgrind.
+INSTRUCTION_STEPS = {"tiny": (WARMUP + 100, WARMUP + 600), "mlp": (WARMUP + 10, WARMUP + 70)}
+
+
+def instructions_per_step(name: str, workload: str = "tiny") -> float:
+    """CPU instructions per eager step of one side: valgrind's cachegrind counts every instruction a fresh
+    process executes, for a run of each of the workload's lengths in :data:`INSTRUCTION_STEPS`, and the
+    difference over the steps between them leaves imports and setup out. Unlike a time, the count does not move
+    with this shared machine's speed (it swings 2x within minutes; the VM exposes no hardware counters to
+    ``perf``), though it weighs every instruction alike (cache misses and stalls are not in it). ``PYTHONHASHSEED`` is fixed so that both runs
+    hash, and so branch, alike."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (Debian: apt-get install valgrind)")
+    totals = []
+    short, long = INSTRUCTION_STEPS[workload]
+    for steps in (short, long):
+        code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import torch; torch.set_num_threads(1); "
+                f"import bench_overhead as b; b.{name}_side({workload!r}, steps={steps})")
+        with tempfile.NamedTemporaryFile("r", suffix=".log") as log:
+            command = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+                       f"--log-file={log.name}", sys.executable, "-c", code]
+            done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+            if done.returncode != 0:
+                raise RuntimeError(f"{name} side under cachegrind failed:\n{done.stderr[-3000:]}")
+            totals.append(int(re.search(r"I\s+refs:\s+([\d,]+)", log.read()).group(1).replace(",", "")))
+    return (totals[1] - totals[0]) / (long - short)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 repetitions, no page written")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--instructions", action="store_true",
+                        help="count the CPU instructions per step of the eager sides on each workload under valgrind "
+                             "into the saved results and the page, keeping the rest (about 35 minutes)")
     parser.add_argument("--counts-only", action="store_true",
                         help="recount the operations and calls per step (CPU) into the saved results and the page, "
                              "keeping the timed runs there (seconds instead of minutes)")
     args = parser.parse_args()
     cuda = args.device == "cuda"
-    if cuda and args.counts_only:
-        parser.error("--counts-only recounts the CPU's saved results; run it without --device cuda")
+    if cuda and (args.counts_only or args.instructions):
+        parser.error("--counts-only and --instructions recount the CPU's saved results; run without --device cuda")
     out = HERE / "results" / ("bench_overhead-cuda.json" if cuda else "bench_overhead.json")
-    if args.counts_only:
+    if args.counts_only or args.instructions:
         result = json.loads(out.read_text())
-        result["counts"] = counts()
+        if args.counts_only:
+            result["counts"] = counts()
+        if args.instructions:
+            result["instructions"] = {w: {s: instructions_per_step(s, w) for s in ("zoo", "hand")} for w in WORKLOADS}
         publish(result, out, markdown(result), "overhead", quick=False)
         return
     reps = 2 if args.quick else args.reps
@@ -306,8 +350,20 @@ def markdown(r: dict[str, Any]) -> str:
                   "optimiser and the loop's own) and Python function calls (cProfile's count), per step:", "",
                   "| per step | zoo | hand | zoo - hand |", "| --- | --- | --- | --- |"]
         for key, label in (("operations", "tensor operations"), ("python_calls", "Python function calls")):
-            lines.append(f"| {label} | {zoo_counts[key]:.1f} | {hand_counts[key]:.1f} "
-                         f"| {zoo_counts[key] - hand_counts[key]:+.1f} |")
+            zoo_n, hand_n = zoo_counts[key], hand_counts[key]
+            lines.append(f"| {label} | {zoo_n:,.1f} | {hand_n:,.1f} | {zoo_n - hand_n:+,.1f} "
+                         f"({(zoo_n - hand_n) / hand_n:+.1%}) |")
+    if "instructions" in r:
+        lines += ["", "CPU instructions executed per eager step, counted by valgrind's cachegrind (`--instructions`; a "
+                  "run of the longer length less one of the shorter, each in a fresh process: imports and setup "
+                  "cancel out). A count weighs every instruction alike (cache misses and stalls are not in it), but "
+                  "unlike a time it is the same on any day of this machine:", "",
+                  "| workload (steps counted) | zoo | hand | zoo - hand |", "| --- | --- | --- | --- |"]
+        for name, sides in r["instructions"].items():
+            short, long = INSTRUCTION_STEPS[name]
+            zoo_n, hand_n = sides["zoo"], sides["hand"]
+            lines.append(f"| {name} ({long} - {short}) | {zoo_n:,.0f} | {hand_n:,.0f} | {zoo_n - hand_n:+,.0f} "
+                         f"({(zoo_n - hand_n) / hand_n:+.1%}) |")
     return "\n".join(lines) + "\n"
 
 
