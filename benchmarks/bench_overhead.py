@@ -233,8 +233,8 @@ def instructions_per_step(name: str, workload: str = "tiny") -> float:
     process executes, for a run of each of the workload's lengths in :data:`INSTRUCTION_STEPS`, and the
     difference over the steps between them leaves imports and setup out. Unlike a time, the count does not move
     with this shared machine's speed (it swings 2x within minutes; the VM exposes no hardware counters to
-    ``perf``), though it weighs every instruction alike (cache misses and stalls are not in it). ``PYTHONHASHSEED`` is fixed so that both runs
-    hash, and so branch, alike."""
+    ``perf``), though it weighs every instruction alike (cache misses and stalls are not in it).
+    ``PYTHONHASHSEED`` is fixed so that both runs hash, and so branch, alike."""
     if shutil.which("valgrind") is None:
         raise SystemExit("--instructions needs valgrind (Debian: apt-get install valgrind)")
     totals = []
