@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from zoo_plugins.vae import keeps_standard_normal_prior
 
 import zoo
-from plugins.vae import keeps_standard_normal_prior
 from zoo.distributions import DiagonalGaussian
 from zoo.gaussian_draw import DrawAndKL
 
