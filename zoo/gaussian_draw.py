@@ -49,7 +49,9 @@ class DrawAndKL(torch.autograd.Function):
 
 def fused_draw_applies(mean: Tensor) -> bool:
     """Whether :class:`DrawAndKL` gives what the plain operations would: not while ``torch.compile`` traces
-    (inductor fuses the plain operations itself), and not under autocast or for a half-precision posterior
-    (there the plain KL is computed in float32 from low-precision inputs: the node would change the dtypes)."""
-    return (not torch.compiler.is_compiling() and mean.dtype in (torch.float32, torch.float64)
-            and not torch.is_autocast_enabled(mean.device.type))
+    (inductor fuses the plain operations itself), not inside ``torch.func`` transforms (``vmap`` over an
+    ensemble of models: the node defines no vmap rule; torch's own check, as ``Function.apply`` makes it), and
+    not under autocast or for a half-precision posterior (there the plain KL is computed in float32 from
+    low-precision inputs: the node would change the dtypes)."""
+    return (not torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active()
+            and mean.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(mean.device.type))
